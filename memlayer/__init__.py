@@ -1,0 +1,47 @@
+"""MemLayer: a chat-and-memory backend for LLM assistants (Flask app factory)."""
+
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from flask_cors import CORS
+
+from memlayer import config, db, errors, logs, responders, tokens
+from memlayer.blueprints import auth, chats, docs, health, messages
+from memlayer.embedded import resolve_database_url
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that absurdly nested input is a client error, not a crash."""
+
+    def loads(self, s, **kwargs):
+        """Parse JSON; too deep a nesting raises ValueError so Flask answers 400."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings, logging, errors, pool, auth, CORS, blueprints."""
+    app = Flask(__name__)
+    app.config.update(config.load())
+    if test_config:
+        app.config.update(test_config)
+    config.check(app.config)
+    app.json = JSONProvider(app)
+
+    logs.init_app(app)
+    errors.init_app(app)
+    app.config["DATABASE_URL"] = resolve_database_url(app.config)
+    db.init_app(app)
+    tokens.init_app(app)
+    responders.init_app(app)
+    CORS(
+        app,
+        origins=config.cors_origins(app.config),
+        expose_headers=["Link", "X-Request-ID", "Retry-After"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        max_age=600,
+    )
+    for blueprint in (auth.bp, chats.bp, messages.bp, health.bp, docs.bp):
+        app.register_blueprint(blueprint)
+    return app

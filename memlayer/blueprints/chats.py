@@ -1,0 +1,97 @@
+"""/chats: list, open, read, rename and (soft) delete a user's chats."""
+
+from datetime import datetime, timezone
+from uuid import UUID
+
+from flask import Blueprint
+from flask_jwt_extended import jwt_required
+
+from memlayer.conversation import chat_not_found
+from memlayer.db import get_pool, sql
+from memlayer.pagination import decode_cursor, invalid_cursor, page_params, page_response
+from memlayer.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
+from memlayer.tokens import current_user_id
+
+bp = Blueprint("chats", __name__, url_prefix="/chats")
+
+_chat = ChatSchema()
+_create = ChatCreateSchema()
+_update = ChatUpdateSchema()
+
+
+def default_title() -> str:
+    """The title of a chat opened without one: 'Chat YYYY-MM-DD HH:MM' in UTC."""
+    return datetime.now(timezone.utc).strftime("Chat %Y-%m-%d %H:%M")
+
+
+def _position(chat: dict) -> list:
+    return [chat["updated_at"].isoformat(), str(chat["id"])]
+
+
+@bp.get("")
+@jwt_required()
+def list_chats():
+    """The user's live chats, most recently active first, one page at a time."""
+    page = page_params()
+    user_id, fetch = current_user_id(), page["limit"] + 1
+    after = _parse_position(page["cursor"]) if page["cursor"] else None
+    with get_pool().connection() as conn, conn.transaction():
+        if after is None:
+            rows = list(sql.chats.list_chats(conn, user_id=user_id, limit=fetch))
+        else:
+            rows = list(sql.chats.list_chats_after(
+                conn, user_id=user_id, after_updated_at=after[0], after_id=after[1], limit=fetch
+            ))
+    return page_response(rows, page["limit"], _chat, _position)
+
+
+def _parse_position(cursor: str) -> tuple[datetime, UUID]:
+    updated_at, chat_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(updated_at), UUID(chat_id)
+    except (TypeError, ValueError):
+        raise invalid_cursor() from None
+
+
+@bp.post("")
+@jwt_required()
+def create_chat():
+    """Open a new chat (default title: the current UTC time)."""
+    body = load_body(_create, empty_ok=True)
+    with get_pool().connection() as conn, conn.transaction():
+        chat = sql.chats.create_chat(conn, user_id=current_user_id(), title=body.get("title") or default_title())
+    return _chat.dump(chat), 201
+
+
+@bp.get("/<uuid:chat_id>")
+@jwt_required()
+def get_chat(chat_id: UUID):
+    """One chat of the user."""
+    with get_pool().connection() as conn, conn.transaction():
+        chat = sql.chats.get_chat(conn, user_id=current_user_id(), chat_id=chat_id)
+    if chat is None:
+        raise chat_not_found()
+    return _chat.dump(chat)
+
+
+@bp.patch("/<uuid:chat_id>")
+@jwt_required()
+def rename_chat(chat_id: UUID):
+    """Change a chat's title."""
+    body = load_body(_update)
+    with get_pool().connection() as conn, conn.transaction():
+        chat = sql.chats.rename_chat(conn, user_id=current_user_id(), chat_id=chat_id, title=body["title"])
+    if chat is None:
+        raise chat_not_found()
+    return _chat.dump(chat)
+
+
+@bp.delete("/<uuid:chat_id>")
+@jwt_required()
+def delete_chat(chat_id: UUID):
+    """Soft-delete a chat: it and its messages vanish from every read."""
+    with get_pool().connection() as conn, conn.transaction():
+        deleted = sql.chats.soft_delete_chat(conn, user_id=current_user_id(), chat_id=chat_id)
+    if not deleted:
+        raise chat_not_found()
+    return "", 204

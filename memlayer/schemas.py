@@ -1,0 +1,159 @@
+"""marshmallow schemas: they validate requests, shape responses, and feed the OpenAPI document."""
+
+from flask import request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+
+MAX_TITLE_LENGTH = 200
+MAX_MESSAGE_LENGTH = 32_000
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+class Text(fields.String):
+    """A string PostgreSQL can store (no NUL), optionally trimmed, never blank."""
+
+    def __init__(self, *args, strip: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.strip = strip
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ValidationError("Must not contain NUL characters.")
+        if not text.strip():
+            raise ValidationError("Must not be blank.")
+        return text.strip() if self.strip else text
+
+
+# ---- requests -------------------------------------------------------------
+
+
+class RegisterSchema(Schema):
+    """Body of POST /auth/register."""
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = Text(required=True, strip=False, validate=validate.Length(min=8, max=1024))
+
+    @post_load
+    def normalize_email(self, data, **kwargs):
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class LoginSchema(Schema):
+    """Body of POST /auth/login."""
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = Text(required=True, strip=False, validate=validate.Length(max=1024))
+
+    @post_load
+    def normalize_email(self, data, **kwargs):
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class ChatCreateSchema(Schema):
+    """Body of POST /chats."""
+
+    title = Text(validate=validate.Length(max=MAX_TITLE_LENGTH))
+
+
+class ChatUpdateSchema(Schema):
+    """Body of PATCH /chats/{id}."""
+
+    title = Text(required=True, validate=validate.Length(max=MAX_TITLE_LENGTH))
+
+
+class MessageCreateSchema(Schema):
+    """Body of POST /chats/{id}/messages."""
+
+    content = Text(required=True, strip=False, validate=validate.Length(max=MAX_MESSAGE_LENGTH))
+
+
+class PageQuerySchema(Schema):
+    """Query string of every list endpoint: ?limit=&cursor=."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(min=1))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=512))
+
+    @post_load
+    def clamp_limit(self, data, **kwargs):
+        data["limit"] = min(data["limit"], MAX_PAGE_SIZE)
+        return data
+
+
+# ---- responses ------------------------------------------------------------
+
+
+class TokenSchema(Schema):
+    """Tokens issued by register and login."""
+
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "bearer"})
+    refresh_token = fields.String(required=True)
+
+
+class AccessTokenSchema(Schema):
+    """A fresh access token issued by refresh."""
+
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, metadata={"example": "bearer"})
+
+
+class UserSchema(Schema):
+    """The authenticated user."""
+
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class ChatSchema(Schema):
+    """A chat."""
+
+    id = fields.UUID(required=True)
+    title = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+
+
+class MessageSchema(Schema):
+    """One message of a chat."""
+
+    id = fields.UUID(required=True)
+    chat_id = fields.UUID(required=True)
+    user_id = fields.UUID(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    content = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class HealthSchema(Schema):
+    """Liveness and database reachability."""
+
+    status = fields.String(required=True)
+    version = fields.String(required=True)
+    database = fields.String(required=True)
+
+
+class ErrorSchema(Schema):
+    """Every error answer."""
+
+    detail = fields.String(required=True)
+    errors = fields.Dict()
+    request_id = fields.String()
+
+
+def load_body(schema: Schema, *, empty_ok: bool = False) -> dict:
+    """Parse the JSON body and validate it (400/415 for bad JSON, 422 for bad fields)."""
+    if empty_ok and not request.get_data(cache=True):
+        return schema.load({})
+    return schema.load(request.get_json())
+
+
+def load_query(schema: Schema) -> dict:
+    """Validate the query string."""
+    return schema.load(request.args.to_dict())

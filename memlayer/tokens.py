@@ -1,0 +1,126 @@
+"""JWT access and refresh tokens (flask-jwt-extended), revocation persisted in PostgreSQL."""
+
+import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from flask import Flask, current_app
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    decode_token,
+    get_jwt,
+    get_jwt_identity,
+)
+
+from memlayer.db import get_pool, sql
+from memlayer.errors import error_response
+
+logger = logging.getLogger(__name__)
+
+jwt = JWTManager()
+
+# Claim on an access token naming the refresh token it belongs to, so logout revokes both.
+REFRESH_JTI_CLAIM = "rjti"
+
+
+def issue_tokens(user_id: uuid.UUID) -> dict:
+    """A new refresh token and an access token paired with it."""
+    refresh_token = create_refresh_token(identity=str(user_id))
+    refresh_jti = decode_token(refresh_token)["jti"]
+    access_token = create_access_token(identity=str(user_id), additional_claims={REFRESH_JTI_CLAIM: refresh_jti})
+    return {"access_token": access_token, "token_type": "bearer", "refresh_token": refresh_token}
+
+
+def issue_access_token(user_id: uuid.UUID, refresh_jti: str) -> dict:
+    """A new access token for the holder of a refresh token."""
+    access_token = create_access_token(identity=str(user_id), additional_claims={REFRESH_JTI_CLAIM: refresh_jti})
+    return {"access_token": access_token, "token_type": "bearer"}
+
+
+def current_user_id() -> uuid.UUID:
+    """The id of the user the request's token belongs to."""
+    return uuid.UUID(get_jwt_identity())
+
+
+def revocations_for_current_token() -> list[dict]:
+    """The revocation rows that logging out with the current token must write."""
+    claims = get_jwt()
+    user_id = current_user_id()
+    rows = [{"jti": claims["jti"], "user_id": user_id, "expires_at": _from_timestamp(claims["exp"])}]
+    refresh_jti = claims.get(REFRESH_JTI_CLAIM)
+    if refresh_jti:
+        # Its exact expiry is unknown here; the longest a refresh token lives is a safe bound.
+        refresh_lifetime = _as_timedelta(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+        rows.append({"jti": refresh_jti, "user_id": user_id, "expires_at": _now() + refresh_lifetime})
+    return rows
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _from_timestamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _as_timedelta(value) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
+
+
+@jwt.token_in_blocklist_loader
+def _token_is_revoked(jwt_header: dict, jwt_payload: dict) -> bool:
+    try:
+        jti = uuid.UUID(jwt_payload["jti"])
+        user_id = uuid.UUID(jwt_payload["sub"])
+    except (KeyError, ValueError, TypeError):
+        return True
+    with get_pool().connection() as conn, conn.transaction():
+        return not sql.tokens.token_is_usable(conn, jti=jti, user_id=user_id)
+
+
+def _unauthorized(detail: str):
+    return error_response(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
+@jwt.unauthorized_loader
+def _missing_token(reason: str):
+    return _unauthorized("Not authenticated: missing bearer token")
+
+
+@jwt.invalid_token_loader
+def _invalid_token(reason: str):
+    return _unauthorized("Invalid token")
+
+
+@jwt.expired_token_loader
+def _expired_token(jwt_header: dict, jwt_payload: dict):
+    return _unauthorized("Token has expired")
+
+
+@jwt.revoked_token_loader
+def _revoked_token(jwt_header: dict, jwt_payload: dict):
+    return _unauthorized("Token has been revoked")
+
+
+@jwt.needs_fresh_token_loader
+def _needs_fresh_token(jwt_header: dict, jwt_payload: dict):
+    return _unauthorized("Fresh token required")
+
+
+@jwt.token_verification_failed_loader
+def _verification_failed(jwt_header: dict, jwt_payload: dict):
+    return _unauthorized("Invalid token")
+
+
+@jwt.user_lookup_error_loader
+def _user_lookup_failed(jwt_header: dict, jwt_payload: dict):
+    return _unauthorized("Invalid token")
+
+
+def init_app(app: Flask) -> None:
+    """Wire flask-jwt-extended into the app: header tokens only, errors as JSON 401s."""
+    app.config.setdefault("JWT_TOKEN_LOCATION", ["headers"])
+    app.config["JWT_ERROR_MESSAGE_KEY"] = "detail"
+    jwt.init_app(app)

@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS revoked_tokens;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS chats;
+DROP TABLE IF EXISTS users;

@@ -1,0 +1,3 @@
+-- name: ping()$
+-- Proves a round trip to the database.
+SELECT 1;

@@ -1,0 +1,18 @@
+-- name: create_user(email, password_hash)^
+-- Insert a user unless the email is taken; returns nothing when it is.
+INSERT INTO users (email, password_hash)
+VALUES (:email, :password_hash)
+ON CONFLICT (email) DO NOTHING
+RETURNING id, email, created_at;
+
+-- name: get_user_by_email(email)^
+-- The user with this email, with the password hash for login.
+SELECT id, email, password_hash, created_at
+FROM users
+WHERE email = :email;
+
+-- name: get_user(user_id)^
+-- The public profile of one user.
+SELECT id, email, created_at
+FROM users
+WHERE id = :user_id;
