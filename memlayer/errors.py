@@ -101,7 +101,7 @@ def handle_validation_error(error: ValidationError):
 def handle_pool_timeout(error: PoolTimeout):
     """No connection became free in time: tell the client to retry."""
     logger.warning("database pool exhausted: %s", type(error).__name__)
-    return handle_api_error(ServiceUnavailable("Database busy, please retry"))
+    return handle_api_error(ServiceUnavailable("Database unavailable or busy, please retry"))
 
 
 def handle_operational_error(error: psycopg.OperationalError):

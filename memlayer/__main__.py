@@ -1,0 +1,5 @@
+"""`python -m memlayer` is the `memlayer` command."""
+
+from memlayer.cli import main
+
+main()

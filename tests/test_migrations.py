@@ -1,0 +1,66 @@
+"""Migrations apply to an empty database, are idempotent, roll back, and create the indexes lists need."""
+
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from conftest import with_database
+from memlayer.migrate import apply_migrations, rollback_migrations, yoyo_url
+
+
+@pytest.fixture
+def empty_database(server_url):
+    name = f"memlayer_migrate_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    yield with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
+def tables(url):
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%yoyo%'"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def test_apply_is_idempotent_and_reversible(empty_database):
+    assert tables(empty_database) == set()
+    assert apply_migrations(empty_database) == ["0001_initial"]
+    assert tables(empty_database) == {"users", "chats", "messages", "revoked_tokens"}
+    assert apply_migrations(empty_database) == []
+    assert rollback_migrations(empty_database) == ["0001_initial"]
+    assert tables(empty_database) == set()
+    assert apply_migrations(empty_database) == ["0001_initial"]
+
+
+def test_list_queries_have_their_indexes(database_url):
+    with psycopg.connect(database_url) as conn:
+        indexes = dict(conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall())
+    assert "(user_id, updated_at DESC, id DESC) WHERE (deleted_at IS NULL)" in indexes["chats_user_activity_idx"]
+    assert "UNIQUE INDEX" in indexes["messages_chat_seq_idx"] and "(chat_id, seq)" in indexes["messages_chat_seq_idx"]
+    assert "(email)" in indexes["users_email_key"]
+
+
+def test_list_queries_use_the_indexes(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        chats_plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT id FROM chats WHERE user_id = %s AND deleted_at IS NULL "
+            "ORDER BY updated_at DESC, id DESC LIMIT 51", [uuid.uuid4()]))
+        messages_plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT id FROM messages WHERE chat_id = %s AND user_id = %s AND seq > 0 ORDER BY seq LIMIT 51",
+            [uuid.uuid4(), uuid.uuid4()]))
+    assert "chats_user_activity_idx" in chats_plan and "Sort" not in chats_plan
+    assert "messages_chat_seq_idx" in messages_plan and "Sort" not in messages_plan
+
+
+def test_yoyo_url_names_the_psycopg_driver():
+    assert yoyo_url("postgresql://u@h:5/db") == "postgresql+psycopg://u@h:5/db"
+    assert yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    with pytest.raises(ValueError):
+        yoyo_url("mysql://u@h/db")

@@ -1,0 +1,128 @@
+"""`memlayer serve` for real: migrations, gunicorn workers, the README quickstart over HTTP, clean Ctrl-C."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def call(base, method, path, body=None, token=None):
+    """One HTTP request; returns (status, headers, parsed JSON or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, response.headers, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, json.loads(error.read())
+
+
+class Server:
+    """A `memlayer serve` process on a free port."""
+
+    def __init__(self, env_overrides: dict):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEMLAYER_")}
+        env.update({"MEMLAYER_BIND": f"127.0.0.1:{self.port}", "MEMLAYER_PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
+        env.update(env_overrides)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "memlayer", "serve", "--workers", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError("server exited early:\n" + self.process.stdout.read())
+            try:
+                status, _, body = call(self.base, "GET", "/health")
+                if status == 200:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become healthy")
+
+    def interrupt(self, timeout=40) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=timeout)
+        return self.process.returncode, output
+
+
+def quickstart(base, email):
+    status, _, tokens = call(base, "POST", "/auth/register", {"email": email, "password": "correct horse battery"})
+    assert status == 201
+    status, _, tokens = call(base, "POST", "/auth/login", {"email": email, "password": "correct horse battery"})
+    assert status == 200
+    token = tokens["access_token"]
+    status, _, chat = call(base, "POST", "/chats", {"title": "First chat"}, token)
+    assert status == 201
+    status, _, reply = call(base, "POST", f"/chats/{chat['id']}/messages", {"content": "Hello, MemLayer!"}, token)
+    assert status == 201 and reply["role"] == "assistant"
+    status, _, messages = call(base, "GET", f"/chats/{chat['id']}/messages", token=token)
+    assert status == 200 and [m["role"] for m in messages] == ["user", "assistant"]
+    return token
+
+
+def test_serve_with_database_url(database_url):
+    server = Server({"MEMLAYER_DATABASE_URL": database_url})
+    try:
+        assert server.wait_ready()["database"] == "ok"
+        quickstart(server.base, "served@example.com")
+        status, _, stats = call(server.base, "GET", "/health/db-pool")
+        assert status == 200 and stats["pool_available"] == stats["pool_size"]
+        status, _, error = call(server.base, "GET", "/no/such/route")
+        assert status == 404 and error == {"detail": "Not found"}
+    finally:
+        code, output = server.interrupt()
+    assert code == 0, output
+    assert "Booting worker" in output and "migrations applied" in output
+    assert "served@example.com" not in output and "correct horse battery" not in output
+
+
+def test_serve_on_embedded_postgres_keeps_data_between_runs(tmp_path):
+    env = {"MEMLAYER_DATA_DIR": str(tmp_path / "data")}
+    first = Server(env)
+    try:
+        first.wait_ready()
+        quickstart(first.base, "persisted@example.com")
+    finally:
+        code, output = first.interrupt()
+    assert code == 0, output
+    pgdata = tmp_path / "data" / "pgdata"
+    assert (pgdata / "PG_VERSION").exists()
+    assert not (pgdata / "postmaster.pid").exists(), "embedded PostgreSQL still running after Ctrl-C"
+
+    second = Server(env)
+    try:
+        second.wait_ready()
+        status, _, _ = call(second.base, "POST", "/auth/login",
+                            {"email": "persisted@example.com", "password": "correct horse battery"})
+        assert status == 200
+    finally:
+        code, output = second.interrupt()
+    assert code == 0, output
+    assert not (pgdata / "postmaster.pid").exists()
