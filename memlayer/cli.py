@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import psycopg
 
 from memlayer import config
 from memlayer.embedded import resolve_database_url, stop_embedded
@@ -35,9 +36,13 @@ def main() -> None:
 def serve(bind: str, workers: int) -> None:
     """Migrate the database, then serve the API with gunicorn until Ctrl-C."""
     settings = config.load()
-    config.check(settings)
-    database_url = resolve_database_url(settings)
-    apply_migrations(database_url)
+    try:
+        config.check(settings)
+        database_url = resolve_database_url(settings)
+        apply_migrations(database_url)
+    except (config.ConfigError, psycopg.OperationalError) as error:
+        # The message names the host and the problem, never a password.
+        raise click.ClickException(f"cannot start: {error}") from None
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
     server = subprocess.Popen(command, env=env)

@@ -18,10 +18,13 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
+def _backend_and_migrations(database_url: str):
+    return get_backend(yoyo_url(database_url)), read_migrations(str(MIGRATIONS_DIR))
+
+
 def apply_migrations(database_url: str) -> list[str]:
     """Apply pending migrations under yoyo's lock and return the ids applied."""
-    backend = get_backend(yoyo_url(database_url))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
+    backend, migrations = _backend_and_migrations(database_url)
     with backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
@@ -32,8 +35,7 @@ def apply_migrations(database_url: str) -> list[str]:
 
 def rollback_migrations(database_url: str) -> list[str]:
     """Roll back every applied migration (used by tests and for tear-down)."""
-    backend = get_backend(yoyo_url(database_url))
-    migrations = read_migrations(str(MIGRATIONS_DIR))
+    backend, migrations = _backend_and_migrations(database_url)
     with backend.lock():
         applied = backend.to_rollback(migrations)
         backend.rollback_migrations(applied)

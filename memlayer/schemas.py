@@ -28,28 +28,25 @@ class Text(fields.String):
 # ---- requests -------------------------------------------------------------
 
 
-class RegisterSchema(Schema):
+class _CredentialsSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+
+    @post_load
+    def normalize_email(self, data, **kwargs):
+        data["email"] = data["email"].strip().lower()
+        return data
+
+
+class RegisterSchema(_CredentialsSchema):
     """Body of POST /auth/register."""
 
-    email = fields.Email(required=True, validate=validate.Length(max=254))
     password = Text(required=True, strip=False, validate=validate.Length(min=8, max=1024))
 
-    @post_load
-    def normalize_email(self, data, **kwargs):
-        data["email"] = data["email"].strip().lower()
-        return data
 
-
-class LoginSchema(Schema):
+class LoginSchema(_CredentialsSchema):
     """Body of POST /auth/login."""
 
-    email = fields.Email(required=True, validate=validate.Length(max=254))
     password = Text(required=True, strip=False, validate=validate.Length(max=1024))
-
-    @post_load
-    def normalize_email(self, data, **kwargs):
-        data["email"] = data["email"].strip().lower()
-        return data
 
 
 class ChatCreateSchema(Schema):

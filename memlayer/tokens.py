@@ -110,12 +110,8 @@ def _needs_fresh_token(jwt_header: dict, jwt_payload: dict):
 
 
 @jwt.token_verification_failed_loader
-def _verification_failed(jwt_header: dict, jwt_payload: dict):
-    return _unauthorized("Invalid token")
-
-
 @jwt.user_lookup_error_loader
-def _user_lookup_failed(jwt_header: dict, jwt_payload: dict):
+def _claims_rejected(jwt_header: dict, jwt_payload: dict):
     return _unauthorized("Invalid token")
 
 
