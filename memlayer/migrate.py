@@ -1,6 +1,7 @@
 """Schema migrations with yoyo: plain SQL files under the top-level migrations/ folder."""
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 from yoyo import get_backend, read_migrations
@@ -18,14 +19,20 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
-def _backend_and_migrations(database_url: str):
-    return get_backend(yoyo_url(database_url)), read_migrations(str(MIGRATIONS_DIR))
+@contextmanager
+def _locked_backend(database_url: str):
+    """yoyo's backend and our migrations, under yoyo's lock; the connection is closed after."""
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        with backend.lock():
+            yield backend, read_migrations(str(MIGRATIONS_DIR))
+    finally:
+        backend.connection.close()
 
 
 def apply_migrations(database_url: str) -> list[str]:
     """Apply pending migrations under yoyo's lock and return the ids applied."""
-    backend, migrations = _backend_and_migrations(database_url)
-    with backend.lock():
+    with _locked_backend(database_url) as (backend, migrations):
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
     applied = [migration.id for migration in pending]
@@ -35,8 +42,7 @@ def apply_migrations(database_url: str) -> list[str]:
 
 def rollback_migrations(database_url: str) -> list[str]:
     """Roll back every applied migration (used by tests and for tear-down)."""
-    backend, migrations = _backend_and_migrations(database_url)
-    with backend.lock():
+    with _locked_backend(database_url) as (backend, migrations):
         applied = backend.to_rollback(migrations)
         backend.rollback_migrations(applied)
     return [migration.id for migration in applied]

@@ -64,3 +64,4 @@ def test_yoyo_url_names_the_psycopg_driver():
     assert yoyo_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     with pytest.raises(ValueError):
         yoyo_url("mysql://u@h/db")
+
