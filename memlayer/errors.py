@@ -122,6 +122,12 @@ def handle_data_error(error: psycopg.DataError):
     return error_response(422, "Invalid input: a value cannot be stored")
 
 
+def handle_unicode_error(error: UnicodeError):
+    """Text that cannot be encoded (e.g. a lone surrogate from JSON) came from the client."""
+    logger.info("unencodable text: %s", type(error).__name__)
+    return error_response(422, "Invalid input: text is not valid Unicode")
+
+
 def handle_unexpected(error: Exception):
     """Anything else is our bug: log the traceback, reveal nothing."""
     logger.exception("unhandled error")
@@ -137,4 +143,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(psycopg.OperationalError, handle_operational_error)
     app.register_error_handler(pgerrors.UniqueViolation, handle_unique_violation)
     app.register_error_handler(psycopg.DataError, handle_data_error)
+    app.register_error_handler(UnicodeError, handle_unicode_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -20,6 +20,10 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:
             raise ValidationError("Must not contain NUL characters.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # JSON allows lone surrogates (\ud800); UTF-8 does not
+            raise ValidationError("Must be valid Unicode text.") from None
         if not text.strip():
             raise ValidationError("Must not be blank.")
         return text.strip() if self.strip else text

@@ -43,6 +43,8 @@ def assert_json_error(response, status):
         ({"json": {"email": "a@example.com", "password": ""}}, 422),
         ({"json": {"email": "a@example.com", "password": "nul\x00inside!"}}, 422),
         ({"json": {"email": "a@example.com", "password": "long enough", "admin": True}}, 422),
+        ({"data": '{"email": "a@example.com", "password": "lone \\ud800 surrogate"}', "content_type": "application/json"}, 422),
+        ({"data": '{"email": "a\\ud800@example.com", "password": "long enough"}', "content_type": "application/json"}, 422),
     ],
 )
 def test_register_rejects_bad_bodies(client, snapshot, kwargs, status):
@@ -76,6 +78,7 @@ def test_chat_create_rejects_bad_titles(client, user, snapshot, payload):
         ({"content": None}, 422),
         ({"content": ["a"]}, 422),
         ({"content": "nul \x00 byte"}, 422),
+        ({"content": "lone \ud800 surrogate"}, 422),
         ({"content": "x" * 32_001}, 422),
         ({"content": "hi", "role": "assistant"}, 422),
     ],
@@ -116,7 +119,8 @@ def test_bad_page_parameters_are_422(client, user, chat, query):
 def test_forged_chat_cursor_with_bad_values_is_422(client, user):
     from memlayer.pagination import encode_cursor
 
-    for position in (["yesterday", "not-a-uuid"], [1, 2], ["2026-01-01T00:00:00+00:00", "nope"]):
+    for position in (["yesterday", "not-a-uuid"], [1, 2], ["2026-01-01T00:00:00+00:00", "nope"],
+                     ["2026-01-01T00:00:00+00:00", 5], ["2026-01-01T00:00:00+00:00", None], [None, None]):
         assert_json_error(client.get(f"/chats?cursor={encode_cursor(position)}", headers=user["headers"]), 422)
     for position in (["1"], [-1], [True], [2**64]):
         cursor = encode_cursor(position)
@@ -169,3 +173,14 @@ def test_unknown_route_and_wrong_method_are_json(client, user):
     response = client.put("/chats", headers=user["headers"])
     assert assert_json_error(response, 405)["detail"] == "Method not allowed"
     assert "GET" in response.headers["Allow"]
+
+
+def test_unencodable_text_reaching_the_database_is_422(client, user, chat, monkeypatch, snapshot):
+    # Validation stops lone surrogates; this proves the safety net behind it answers 422 too.
+    from memlayer.schemas import MessageCreateSchema
+
+    monkeypatch.setattr(MessageCreateSchema, "load", lambda self, data: {"content": "\ud800"})
+    before = snapshot()
+    response = client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=user["headers"])
+    assert_json_error(response, 422)
+    assert snapshot() == before

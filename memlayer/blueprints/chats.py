@@ -47,6 +47,8 @@ def list_chats():
 
 def _parse_position(cursor: str) -> tuple[datetime, UUID]:
     updated_at, chat_id = decode_cursor(cursor, 2)
+    if not isinstance(updated_at, str) or not isinstance(chat_id, str):
+        raise invalid_cursor()
     try:
         return datetime.fromisoformat(updated_at), UUID(chat_id)
     except (TypeError, ValueError):
