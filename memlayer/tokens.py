@@ -9,7 +9,7 @@ from flask_jwt_extended import (
     JWTManager,
     create_access_token,
     create_refresh_token,
-    decode_token,
+    get_jti,
     get_jwt,
     get_jwt_identity,
 )
@@ -28,7 +28,7 @@ REFRESH_JTI_CLAIM = "rjti"
 def issue_tokens(user_id: uuid.UUID) -> dict:
     """A new refresh token and an access token paired with it."""
     refresh_token = create_refresh_token(identity=str(user_id))
-    refresh_jti = decode_token(refresh_token)["jti"]
+    refresh_jti = get_jti(refresh_token)
     access_token = create_access_token(identity=str(user_id), additional_claims={REFRESH_JTI_CLAIM: refresh_jti})
     return {"access_token": access_token, "token_type": "bearer", "refresh_token": refresh_token}
 

@@ -24,6 +24,21 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def create_database(server_url: str, prefix: str) -> str:
+    """Create a uniquely named database on the server and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    """Drop the database `url` names, disconnecting whoever still uses it."""
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> str:
     """An administrative URL of the PostgreSQL server the suite uses."""
@@ -39,14 +54,10 @@ def server_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str):
     """A database created for this run, migrated, and dropped at the end."""
-    name = f"memlayer_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    url = with_database(server_url, name)
+    url = create_database(server_url, "memlayer_test")
     apply_migrations(url)
     yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+    drop_database(server_url, url)
 
 
 @pytest.fixture

@@ -4,20 +4,16 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
 
-from conftest import with_database
+from conftest import create_database, drop_database
 from memlayer.migrate import apply_migrations, rollback_migrations, yoyo_url
 
 
 @pytest.fixture
 def empty_database(server_url):
-    name = f"memlayer_migrate_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
-    yield with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+    url = create_database(server_url, "memlayer_migrate")
+    yield url
+    drop_database(server_url, url)
 
 
 def tables(url):

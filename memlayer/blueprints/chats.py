@@ -8,7 +8,7 @@ from flask_jwt_extended import jwt_required
 
 from memlayer.conversation import chat_not_found
 from memlayer.db import get_pool, sql
-from memlayer.pagination import decode_cursor, invalid_cursor, page_params, page_response
+from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
 from memlayer.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
 from memlayer.tokens import current_user_id
 
@@ -34,7 +34,7 @@ def list_chats():
     """The user's live chats, most recently active first, one page at a time."""
     page = page_params()
     user_id, fetch = current_user_id(), page["limit"] + 1
-    after = _parse_position(page["cursor"]) if page["cursor"] else None
+    after = decode_cursor(page["cursor"], cursor_timestamp, cursor_uuid) if page["cursor"] else None
     with get_pool().connection() as conn, conn.transaction():
         if after is None:
             rows = list(sql.chats.list_chats(conn, user_id=user_id, limit=fetch))
@@ -43,16 +43,6 @@ def list_chats():
                 conn, user_id=user_id, after_updated_at=after[0], after_id=after[1], limit=fetch
             ))
     return page_response(rows, page["limit"], _chat, _position)
-
-
-def _parse_position(cursor: str) -> tuple[datetime, UUID]:
-    updated_at, chat_id = decode_cursor(cursor, 2)
-    if not isinstance(updated_at, str) or not isinstance(chat_id, str):
-        raise invalid_cursor()
-    try:
-        return datetime.fromisoformat(updated_at), UUID(chat_id)
-    except (TypeError, ValueError):
-        raise invalid_cursor() from None
 
 
 @bp.post("")

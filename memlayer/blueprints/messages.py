@@ -7,7 +7,7 @@ from flask_jwt_extended import jwt_required
 
 from memlayer.conversation import chat_not_found, recent_context, store_exchange
 from memlayer.db import get_pool, sql
-from memlayer.pagination import decode_cursor, invalid_cursor, page_params, page_response
+from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
 from memlayer.responders import current_responder
 from memlayer.schemas import MessageCreateSchema, MessageSchema, load_body
 from memlayer.tokens import current_user_id
@@ -22,19 +22,12 @@ def _position(message: dict) -> list:
     return [message["seq"]]
 
 
-def _parse_seq(cursor: str) -> int:
-    (seq,) = decode_cursor(cursor, 1)
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
-        raise invalid_cursor()
-    return seq
-
-
 @bp.get("/<uuid:chat_id>/messages")
 @jwt_required()
 def list_messages(chat_id: UUID):
     """A chat's messages, oldest first, one page at a time."""
     page = page_params()
-    after_seq = _parse_seq(page["cursor"]) if page["cursor"] else 0
+    after_seq = decode_cursor(page["cursor"], cursor_seq)[0] if page["cursor"] else 0
     user_id = current_user_id()
     with get_pool().connection() as conn, conn.transaction():
         if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
