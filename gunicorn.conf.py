@@ -16,6 +16,9 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("MEMLAYER_LOG_LEVEL", "info").lower()
+# gunicorn 24+ opens a control socket at one path per user ($HOME/.gunicorn/gunicorn.ctl); several
+# servers on one machine (tests, benchmarks, a second instance) would fight over it, and we never use it.
+control_socket_disable = True
 
 
 def worker_exit(server, worker):

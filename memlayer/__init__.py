@@ -5,7 +5,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from memlayer import config, db, errors, logs, responders, tokens
-from memlayer.blueprints import auth, chats, docs, health, messages
+from memlayer.blueprints import auth, chats, docs, health, memories, messages
 from memlayer.embedded import resolve_database_url
 
 
@@ -42,6 +42,6 @@ def create_app(test_config: dict | None = None) -> Flask:
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         max_age=600,
     )
-    for blueprint in (auth.bp, chats.bp, messages.bp, health.bp, docs.bp):
+    for blueprint in (auth.bp, chats.bp, messages.bp, memories.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     return app

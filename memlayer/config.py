@@ -33,7 +33,10 @@ class Defaults:
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "text"  # or "json"
 
-    RECENT_MESSAGES = 20  # how many of a chat's latest messages the responder sees
+    SYSTEM_PROMPT = ""  # sent first to the model when set
+    RECALL_K = 5  # recalled memories shown to the responder per message; 0 turns recall off
+    CONTEXT_TOKENS = 4000  # estimated token budget of everything the responder sees
+    RECENT_MESSAGES = 50  # at most this many of the chat's latest messages, budget permitting
 
 
 def load() -> Config:
@@ -61,6 +64,10 @@ def check(config) -> None:
         raise ConfigError("MEMLAYER_LOG_FORMAT must be 'text' or 'json'")
     if not 1 <= config["POOL_MIN_SIZE"] <= config["POOL_MAX_SIZE"]:
         raise ConfigError("need 1 <= MEMLAYER_POOL_MIN_SIZE <= MEMLAYER_POOL_MAX_SIZE")
+    for name, low, high in (("RECALL_K", 0, 50), ("CONTEXT_TOKENS", 256, 10_000_000), ("RECENT_MESSAGES", 0, 1000)):
+        value = config[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
 
 
 def cors_origins(config) -> list[str]:

@@ -23,6 +23,8 @@ class Operation:
     body: type[Schema] | None = None
     auth: str | None = "access"  # "access", "refresh", "any" or None
     paginated: bool = False
+    query: type[Schema] | None = None
+    also: tuple[tuple[int, str], ...] = ()  # further success statuses with the same body
     errors: tuple[int, ...] = field(default_factory=tuple)
 
 
@@ -40,6 +42,18 @@ OPERATIONS: dict[str, Operation] = {
     "chats.delete_chat": Operation("chats", 204, errors=(404,)),
     "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,)),
     "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema, errors=(404, 422)),
+    "auth.delete_me": Operation("auth", 204, errors=(404,)),
+    "memories.list_memories": Operation("memories", 200, schemas.MemorySchema, many=True, paginated=True),
+    "memories.save_memory": Operation("memories", 201, schemas.MemorySchema, body=schemas.MemoryCreateSchema,
+                                      also=((200, "Replaced the content of the memory with this key"),)),
+    "memories.delete_all_memories": Operation("memories", 200, schemas.DeletedSchema),
+    "memories.search": Operation("memories", 200, schemas.RecallItemSchema, many=True, query=schemas.SearchQuerySchema,
+                                 errors=(422,)),
+    "memories.get_memory": Operation("memories", 200, schemas.MemorySchema, errors=(404,)),
+    "memories.update_memory": Operation("memories", 200, schemas.MemorySchema, body=schemas.MemoryUpdateSchema,
+                                        errors=(404, 409)),
+    "memories.delete_memory": Operation("memories", 204, errors=(404,)),
+    "memories.memory_history": Operation("memories", 200, schemas.MemoryEventSchema, many=True, errors=(404,)),
     "health.health": Operation("health", 200, schemas.HealthSchema, auth=None, errors=(503,)),
     "health.db_pool": Operation("health", 200, auth=None),
 }
@@ -91,6 +105,8 @@ def _describe(rule, view, operation: Operation) -> dict:
     ]
     if operation.paginated:
         parameters.append({"in": "query", "schema": schemas.PageQuerySchema})
+    if operation.query is not None:
+        parameters.append({"in": "query", "schema": operation.query})
     if parameters:
         described["parameters"] = parameters
     if operation.body is not None:
@@ -107,12 +123,16 @@ def _describe(rule, view, operation: Operation) -> dict:
                      "schema": {"type": "string"}}
         }
     described["responses"][str(operation.status)] = success
+    for status, description in operation.also:
+        described["responses"][str(status)] = {**success, "description": description}
     error_statuses = set(operation.errors)
     if operation.auth:
         described["security"] = [{"bearer": []}]
         error_statuses.add(401)
     if operation.body is not None:
         error_statuses.update({400, 413, 415, 422})
+    if operation.paginated or operation.query is not None:
+        error_statuses.add(422)
     for status in sorted(error_statuses):
         described["responses"][str(status)] = {
             "description": "Error",

@@ -4,6 +4,8 @@ from typing import Protocol
 
 from flask import Flask, current_app
 
+from memlayer.context import recalled_items
+
 RESPONDER_KEY = "memlayer.responder"
 
 
@@ -16,19 +18,23 @@ class Responder(Protocol):
 
 
 class OfflineResponder:
-    """Replies without any language model, so the service works with nothing else installed."""
+    """Replies without any language model, showing what the memory layer recalled for the message."""
 
     QUOTE_LIMIT = 200
 
     def reply(self, messages: list[dict]) -> str:
-        """Acknowledge the latest user message and say that no model is configured."""
-        said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        quote = said if len(said) <= self.QUOTE_LIMIT else said[: self.QUOTE_LIMIT] + "…"
-        earlier = sum(1 for m in messages if m["role"] == "user") - 1
+        """Say that no model is configured, quote the new message, and list the recalled memories."""
+        said = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
+        flat = " ".join(said.split())
+        quote = flat if len(flat) <= self.QUOTE_LIMIT else flat[: self.QUOTE_LIMIT] + "…"
+        recalled = recalled_items(messages)
+        if recalled:
+            memory = "Memories I recalled for this message:\n" + "\n".join(f"- {item}" for item in recalled)
+        else:
+            memory = "I found no memories related to this message."
         return (
             "No language model is configured, so this is an automatic reply. "
-            f"You said: \u201c{quote}\u201d. "
-            f"I can see {earlier} earlier message{'s' if earlier != 1 else ''} of yours in this chat."
+            f"You said: \u201c{quote}\u201d\n{memory}"
         )
 
 

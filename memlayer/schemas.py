@@ -1,20 +1,26 @@
 """marshmallow schemas: they validate requests, shape responses, and feed the OpenAPI document."""
 
 from flask import request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, post_load, validate, validates_schema
 
 MAX_TITLE_LENGTH = 200
 MAX_MESSAGE_LENGTH = 32_000
+MAX_MEMORY_LENGTH = 4_000
+MAX_MEMORY_KEY_LENGTH = 200
+MAX_QUERY_LENGTH = 1_000
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
+MAX_SEARCH_RESULTS = 50
+DEFAULT_SEARCH_RESULTS = 10
 
 
 class Text(fields.String):
-    """A string PostgreSQL can store (no NUL), optionally trimmed, never blank."""
+    """A string PostgreSQL can store (no NUL), optionally trimmed, blank only when allowed."""
 
-    def __init__(self, *args, strip: bool = True, **kwargs):
+    def __init__(self, *args, strip: bool = True, allow_blank: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.strip = strip
+        self.allow_blank = allow_blank
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -24,7 +30,7 @@ class Text(fields.String):
             text.encode("utf-8")
         except UnicodeEncodeError:  # JSON allows lone surrogates (\ud800); UTF-8 does not
             raise ValidationError("Must be valid Unicode text.") from None
-        if not text.strip():
+        if not text.strip() and not self.allow_blank:
             raise ValidationError("Must not be blank.")
         return text.strip() if self.strip else text
 
@@ -86,6 +92,40 @@ class PageQuerySchema(Schema):
         return data
 
 
+class MemoryCreateSchema(Schema):
+    """Body of POST /memories: with a key, an existing memory under that key is replaced."""
+
+    content = Text(required=True, validate=validate.Length(max=MAX_MEMORY_LENGTH))
+    key = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
+
+
+class MemoryUpdateSchema(Schema):
+    """Body of PATCH /memories/{id}: content, key (null removes it), or both."""
+
+    content = Text(validate=validate.Length(max=MAX_MEMORY_LENGTH))
+    key = Text(allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
+
+    @validates_schema
+    def require_a_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give content, key, or both.", "_schema")
+
+
+class SearchQuerySchema(Schema):
+    """Query string of GET /memories/search: ?q=&limit=."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    q = Text(required=True, allow_blank=True, validate=validate.Length(max=MAX_QUERY_LENGTH))
+    limit = fields.Integer(load_default=DEFAULT_SEARCH_RESULTS, validate=validate.Range(min=1))
+
+    @post_load
+    def clamp_limit(self, data, **kwargs):
+        data["limit"] = min(data["limit"], MAX_SEARCH_RESULTS)
+        return data
+
+
 # ---- responses ------------------------------------------------------------
 
 
@@ -130,6 +170,48 @@ class MessageSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)
     created_at = fields.AwareDateTime(required=True)
+
+
+class MemorySchema(Schema):
+    """A curated memory: a fact the user or a client wants kept."""
+
+    id = fields.UUID(required=True)
+    key = fields.String(required=True, allow_none=True)
+    content = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    updated_at = fields.AwareDateTime(required=True)
+
+
+class MemoryEventSchema(Schema):
+    """One change in a memory's history."""
+
+    event = fields.String(required=True, validate=validate.OneOf(["created", "updated"]))
+    key = fields.String(required=True, allow_none=True)
+    content = fields.String(required=True)
+    at = fields.AwareDateTime(required=True)
+
+
+class RecallItemSchema(Schema):
+    """One search result: a past message of the user's (with its chat) or a curated memory."""
+
+    source = fields.String(required=True, validate=validate.OneOf(["message", "memory"]))
+    id = fields.UUID(required=True)
+    chat_id = fields.UUID(metadata={"description": "Only for messages"})
+    content = fields.String(required=True)
+    score = fields.Float(required=True)
+    created_at = fields.AwareDateTime(required=True)
+
+    @post_dump
+    def drop_chat_of_memories(self, data, **kwargs):
+        if data.get("chat_id") is None:
+            data.pop("chat_id", None)
+        return data
+
+
+class DeletedSchema(Schema):
+    """How many rows a bulk delete removed."""
+
+    deleted = fields.Integer(required=True)
 
 
 class HealthSchema(Schema):

@@ -15,8 +15,8 @@ ORDER BY seq
 LIMIT :limit;
 
 -- name: recent_messages(user_id, chat_id, limit)
--- The chat's latest messages, newest first (the responder's window).
-SELECT role, content
+-- The chat's latest messages, newest first (candidates for the responder's recent window).
+SELECT id, role, content
 FROM messages
 WHERE chat_id = :chat_id AND user_id = :user_id
 ORDER BY seq DESC

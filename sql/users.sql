@@ -11,6 +11,15 @@ SELECT id, email, password_hash, created_at
 FROM users
 WHERE email = :email;
 
+-- name: delete_user(user_id)!
+-- Erase a user for good: chats, messages, memories and their history go with it (ON DELETE CASCADE),
+-- and so do the user's stored revocations; tokens naming the user are refused from now on anyway.
+WITH forgotten_revocations AS (
+    DELETE FROM revoked_tokens WHERE user_id = :user_id
+)
+DELETE FROM users
+WHERE id = :user_id;
+
 -- name: get_user(user_id)^
 -- The public profile of one user.
 SELECT id, email, created_at

@@ -1,7 +1,9 @@
 """Fixtures: a real PostgreSQL (MEMLAYER_TEST_DATABASE_URL or the embedded one), a fresh database per run, an app per test."""
 
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -15,7 +17,7 @@ from memlayer.migrate import apply_migrations
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
-TABLES = ("revoked_tokens", "messages", "chats", "users")
+TABLES = ("revoked_tokens", "memory_events", "memories", "messages", "chats", "users")
 
 
 def with_database(url: str, name: str) -> str:
@@ -134,4 +136,50 @@ def chat(client, user) -> dict:
     """A chat of `user`."""
     response = client.post("/chats", json={"title": "Test chat"}, headers=user["headers"])
     assert response.status_code == 201
+    return response.get_json()
+
+
+def run_together(count, action):
+    """Run action(i) on `count` threads released at the same instant; return the results in order."""
+    barrier = threading.Barrier(count)
+
+    def start(i):
+        barrier.wait()
+        return action(i)
+
+    with ThreadPoolExecutor(max_workers=count) as executor:
+        return list(executor.map(start, range(count)))
+
+
+class RecordingResponder:
+    """A responder that remembers every input it was given and answers a fixed text."""
+
+    def __init__(self, answer: str = "noted"):
+        self.answer = answer
+        self.inputs: list[list[dict]] = []
+
+    def reply(self, messages: list[dict]) -> str:
+        """Record the messages and answer."""
+        self.inputs.append(messages)
+        return self.answer
+
+
+def send(client, user: dict, chat_id: str, content: str) -> dict:
+    """Send a message and return the stored reply."""
+    response = client.post(f"/chats/{chat_id}/messages", json={"content": content}, headers=user["headers"])
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def new_chat(client, user: dict, title: str = "Another chat") -> dict:
+    """Open one more chat for `user`."""
+    response = client.post("/chats", json={"title": title}, headers=user["headers"])
+    assert response.status_code == 201
+    return response.get_json()
+
+
+def search(client, user: dict, q: str, **params) -> list[dict]:
+    """GET /memories/search and return the items (asserting a 200)."""
+    response = client.get("/memories/search", query_string={"q": q, **params}, headers=user["headers"])
+    assert response.status_code == 200, response.get_json()
     return response.get_json()

@@ -1,21 +1,6 @@
 """Concurrent requests never corrupt data: one winner per email, adjacent message pairs."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
-from conftest import count_rows
-
-
-def run_together(count, action):
-    """Run action(i) on `count` threads released at the same instant."""
-    barrier = threading.Barrier(count)
-
-    def start(i):
-        barrier.wait()
-        return action(i)
-
-    with ThreadPoolExecutor(max_workers=count) as executor:
-        return list(executor.map(start, range(count)))
+from conftest import count_rows, run_together
 
 
 def test_parallel_registrations_of_one_email(app, db):

@@ -24,14 +24,18 @@ def tables(url):
     return {row[0] for row in rows}
 
 
+ALL_MIGRATIONS = ["0001_initial", "0002_memory"]
+ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events"}
+
+
 def test_apply_is_idempotent_and_reversible(empty_database):
     assert tables(empty_database) == set()
-    assert apply_migrations(empty_database) == ["0001_initial"]
-    assert tables(empty_database) == {"users", "chats", "messages", "revoked_tokens"}
+    assert apply_migrations(empty_database) == ALL_MIGRATIONS
+    assert tables(empty_database) == ALL_TABLES
     assert apply_migrations(empty_database) == []
-    assert rollback_migrations(empty_database) == ["0001_initial"]
+    assert rollback_migrations(empty_database) == ALL_MIGRATIONS[::-1]
     assert tables(empty_database) == set()
-    assert apply_migrations(empty_database) == ["0001_initial"]
+    assert apply_migrations(empty_database) == ALL_MIGRATIONS
 
 
 def test_list_queries_have_their_indexes(database_url):

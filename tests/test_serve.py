@@ -48,7 +48,7 @@ class Server:
         env.update(env_overrides)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "memlayer", "serve", "--workers", "2"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
 
     def wait_ready(self, timeout=60):
@@ -67,7 +67,13 @@ class Server:
 
     def interrupt(self, timeout=40) -> tuple[int, str]:
         self.process.send_signal(signal.SIGINT)
-        output, _ = self.process.communicate(timeout=timeout)
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # Leave nothing behind for later tests, and show what the server was doing.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            output, _ = self.process.communicate()
+            raise AssertionError(f"server still running {timeout}s after SIGINT:\n{output[-6000:]}") from None
         return self.process.returncode, output
 
 

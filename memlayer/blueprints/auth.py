@@ -60,6 +60,17 @@ def logout():
     return "", 204
 
 
+@bp.delete("/me")
+@jwt_required()
+def delete_me():
+    """Delete the account and everything in it, for good; its tokens stop working."""
+    with get_pool().connection() as conn, conn.transaction():
+        deleted = sql.users.delete_user(conn, user_id=current_user_id())
+    if not deleted:
+        raise NotFound("User not found")
+    return "", 204
+
+
 @bp.get("/me")
 @jwt_required()
 def me():

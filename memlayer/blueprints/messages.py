@@ -5,7 +5,8 @@ from uuid import UUID
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
-from memlayer.conversation import chat_not_found, recent_context, store_exchange
+from memlayer.context import ContextSettings, assemble_context
+from memlayer.conversation import chat_not_found, store_exchange
 from memlayer.db import get_pool, sql
 from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
 from memlayer.responders import current_responder
@@ -43,11 +44,11 @@ def list_messages(chat_id: UUID):
 def send_message(chat_id: UUID):
     """Store the user's message and the assistant's reply together; answer the reply."""
     content = load_body(_create)["content"]
-    user_id = current_user_id()
+    user_id, settings = current_user_id(), ContextSettings.from_config(current_app.config)
     with get_pool().connection() as conn, conn.transaction():
-        context = recent_context(conn, user_id=user_id, chat_id=chat_id, window=current_app.config["RECENT_MESSAGES"])
+        context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=settings)
     # No connection is held while the reply is generated: it may be slow.
-    reply = current_responder().reply(context + [{"role": "user", "content": content}])
+    reply = current_responder().reply(context)
     with get_pool().connection() as conn, conn.transaction():
         assistant = store_exchange(conn, user_id=user_id, chat_id=chat_id, content=content, reply=reply)
     return _message.dump(assistant), 201

@@ -1,0 +1,117 @@
+"""What the responder sees: system prompt, recalled memories and the recent window, within a token budget."""
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import psycopg
+
+from memlayer.conversation import chat_not_found
+from memlayer.db import sql
+
+MEMORY_HEADER = (
+    "Memory: things this user said in earlier conversations or asked you to remember, "
+    "most relevant first. Use them when they help; do not mention this list otherwise."
+)
+MEMORY_ITEM_CHARS = 600  # one recalled item never takes more than this much of the prompt
+MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, as chat formats add them
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    """The knobs of context assembly (MEMLAYER_SYSTEM_PROMPT, _RECALL_K, _CONTEXT_TOKENS, _RECENT_MESSAGES)."""
+
+    system_prompt: str
+    recall_k: int
+    token_budget: int
+    recent_limit: int
+
+    @classmethod
+    def from_config(cls, config) -> "ContextSettings":
+        """Read the settings from the app's config."""
+        return cls(
+            system_prompt=str(config.get("SYSTEM_PROMPT") or "").strip(),
+            recall_k=int(config["RECALL_K"]),
+            token_budget=int(config["CONTEXT_TOKENS"]),
+            recent_limit=int(config["RECENT_MESSAGES"]),
+        )
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate: about four ASCII characters per token, one token per other character."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
+
+
+def message_tokens(message: dict) -> int:
+    """Estimated tokens one chat message costs, overhead included."""
+    return estimate_tokens(message["content"]) + MESSAGE_OVERHEAD_TOKENS
+
+
+def assemble_context(
+    conn: psycopg.Connection, *, user_id: UUID, chat_id: UUID, content: str, settings: ContextSettings
+) -> list[dict]:
+    """Everything the responder gets for a new message, as OpenAI-style [{role, content}]; 404 for a foreign chat.
+
+    Runs only reads, on the caller's connection and transaction.
+    """
+    if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+        raise chat_not_found()
+    recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
+    recalled = []
+    if settings.recall_k > 0:
+        recalled = list(sql.memories.recall(
+            conn, user_id=user_id, text=content,
+            exclude_message_ids=[row["id"] for row in recent], limit=settings.recall_k,
+        ))
+    return compose(settings, recalled=recalled, recent_newest_first=recent, content=content)
+
+
+def compose(settings: ContextSettings, *, recalled: list[dict], recent_newest_first: list[dict], content: str) -> list[dict]:
+    """Order the parts (system prompt, memory, recent window oldest first, the new message) within the budget.
+
+    The memory block may use a quarter of the budget; the window gets what is left, newest messages first.
+    """
+    head = []
+    if settings.system_prompt:
+        head.append({"role": "system", "content": settings.system_prompt})
+    block = memory_block([item["content"] for item in recalled], settings.token_budget // 4)
+    if block is not None:
+        head.append(block)
+    new_message = {"role": "user", "content": content}
+    remaining = settings.token_budget - sum(map(message_tokens, head)) - message_tokens(new_message)
+    window = []
+    for row in recent_newest_first:
+        message = {"role": row["role"], "content": row["content"]}
+        remaining -= message_tokens(message)
+        if remaining < 0:
+            break
+        window.append(message)
+    return head + window[::-1] + [new_message]
+
+
+def memory_block(contents: list[str], token_budget: int) -> dict | None:
+    """The system message listing recalled items, one per line; None when nothing was recalled."""
+    lines = [MEMORY_HEADER]
+    remaining = token_budget - estimate_tokens(MEMORY_HEADER) - MESSAGE_OVERHEAD_TOKENS
+    for content in contents:
+        line = "- " + _one_line(content)
+        remaining -= estimate_tokens(line) + 1
+        if remaining < 0:
+            break
+        lines.append(line)
+    if len(lines) == 1:
+        return None
+    return {"role": "system", "content": "\n".join(lines)}
+
+
+def recalled_items(messages: list[dict]) -> list[str]:
+    """The items of the memory block in `messages` (the inverse of memory_block), for responders that list them."""
+    for message in messages:
+        if message["role"] == "system" and message["content"].startswith(MEMORY_HEADER + "\n"):
+            return [line[2:] for line in message["content"].splitlines()[1:]]
+    return []
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MEMORY_ITEM_CHARS else flat[: MEMORY_ITEM_CHARS - 1] + "…"

@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS memory_events;
+DROP TABLE IF EXISTS memories;
+DROP INDEX IF EXISTS messages_recall_idx;
+ALTER TABLE messages DROP COLUMN IF EXISTS search_vector;

@@ -1,0 +1,89 @@
+"""DELETE /auth/me erases the user everywhere, in one transaction, and ends every session."""
+
+from psycopg import sql as pgsql
+
+from conftest import bearer, new_chat, register, send
+
+
+def tables_with_user_rows(db) -> dict[str, str]:
+    """Every public table and the column that names its user (users itself: id)."""
+    rows = db.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND column_name = 'user_id'"
+    ).fetchall()
+    return {"users": "id", **dict(rows)}
+
+
+def rows_of(db, user_id) -> dict[str, int]:
+    counts = {}
+    for table, column in tables_with_user_rows(db).items():
+        query = pgsql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(pgsql.Identifier(table), pgsql.Identifier(column))
+        counts[table] = db.execute(query, [user_id]).fetchone()[0]
+    return counts
+
+
+def populate(client) -> dict:
+    """A user with chats (one soft-deleted), messages, memories with history, and a logged-out session."""
+    tokens = register(client)
+    user = {**tokens, "headers": bearer(tokens["access_token"])}
+    user["id"] = client.get("/auth/me", headers=user["headers"]).get_json()["id"]
+    for title in ("one", "two"):
+        chat = new_chat(client, user, title)
+        send(client, user, chat["id"], f"hello from {title}")
+    client.delete(f"/chats/{chat['id']}", headers=user["headers"])
+    client.post("/memories", json={"key": "city", "content": "Lisbon"}, headers=user["headers"])
+    client.post("/memories", json={"key": "city", "content": "Porto"}, headers=user["headers"])
+    client.post("/memories", json={"content": "likes tea"}, headers=user["headers"])
+    old_session = client.post("/auth/login", json={"email": tokens["email"], "password": tokens["password"]}).get_json()
+    assert client.post("/auth/logout", headers=bearer(old_session["access_token"])).status_code == 204
+    return user
+
+
+def test_every_table_is_covered(db):
+    assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens"}
+
+
+def test_deleting_the_account_leaves_no_row_of_the_user_anywhere(client, db):
+    user, bystander = populate(client), populate(client)
+    assert all(count > 0 for count in rows_of(db, user["id"]).values())
+    before = rows_of(db, bystander["id"])
+
+    response = client.delete("/auth/me", headers=user["headers"])
+
+    assert response.status_code == 204 and response.data == b""
+    assert rows_of(db, user["id"]) == {table: 0 for table in tables_with_user_rows(db)}
+    assert rows_of(db, bystander["id"]) == before
+
+
+def test_the_deleted_users_tokens_and_password_stop_working(client):
+    user = populate(client)
+    client.delete("/auth/me", headers=user["headers"])
+
+    assert client.get("/auth/me", headers=user["headers"]).status_code == 401
+    assert client.get("/memories", headers=user["headers"]).status_code == 401
+    assert client.post("/auth/refresh", headers=bearer(user["refresh_token"])).status_code == 401
+    assert client.delete("/auth/me", headers=user["headers"]).status_code == 401
+    login = client.post("/auth/login", json={"email": user["email"], "password": user["password"]})
+    assert login.status_code == 401
+    # The address is free again, for a new and empty account.
+    fresh = register(client, user["email"])
+    assert client.get("/memories", headers=bearer(fresh["access_token"])).get_json() == []
+
+
+def test_a_failure_midway_deletes_nothing(client, db):
+    user = populate(client)
+    before = rows_of(db, user["id"])
+    db.execute(
+        "CREATE FUNCTION fail_on_memory_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+    )
+    db.execute("CREATE TRIGGER fail_midway BEFORE DELETE ON memories FOR EACH ROW EXECUTE FUNCTION fail_on_memory_delete()")
+    try:
+        response = client.delete("/auth/me", headers=user["headers"])
+    finally:
+        db.execute("DROP TRIGGER fail_midway ON memories")
+        db.execute("DROP FUNCTION fail_on_memory_delete()")
+
+    assert response.status_code == 500
+    assert rows_of(db, user["id"]) == before
+    assert client.get("/auth/me", headers=user["headers"]).status_code == 200
