@@ -35,6 +35,7 @@ from memlayer.db import create_pool, sql
 from memlayer.embedded import ensure_database, start_embedded
 from memlayer.migrate import apply_migrations
 from memlayer.pagination import encode_cursor
+from memlayer.recall import recall
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,11 +98,11 @@ def measure_recall(pool, user_id, texts: list[str]) -> dict:
     samples = []
     for text in texts[:20]:  # warm-up: caches and prepared statements, as in a running service
         with pool.connection() as conn, conn.transaction():
-            list(sql.memories.recall(conn, user_id=user_id, text=text, exclude_message_ids=[], limit=5))
+            recall(conn, user_id=user_id, text=text, limit=5)
     for text in texts:
         started = time.perf_counter()
         with pool.connection() as conn, conn.transaction():
-            list(sql.memories.recall(conn, user_id=user_id, text=text, exclude_message_ids=[], limit=5))
+            recall(conn, user_id=user_id, text=text, limit=5)
         samples.append((time.perf_counter() - started) * 1000)
     return percentiles(samples)
 

@@ -7,6 +7,7 @@ import psycopg
 
 from memlayer.conversation import chat_not_found
 from memlayer.db import sql
+from memlayer.recall import recall
 
 MEMORY_HEADER = (
     "Memory: things this user said in earlier conversations or asked you to remember, "
@@ -59,10 +60,8 @@ def assemble_context(
     recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
     recalled = []
     if settings.recall_k > 0:
-        recalled = list(sql.memories.recall(
-            conn, user_id=user_id, text=content,
-            exclude_message_ids=[row["id"] for row in recent], limit=settings.recall_k,
-        ))
+        recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,
+                          exclude_message_ids=[row["id"] for row in recent])
     return compose(settings, recalled=recalled, recent_newest_first=recent, content=content)
 
 

@@ -14,6 +14,9 @@ CREATE INDEX messages_recall_idx
     ON messages USING gin (user_id, search_vector)
     WHERE role = 'user';
 
+-- Recall leaves out the user's soft-deleted chats; this finds them without reading live ones.
+CREATE INDEX chats_user_deleted_idx ON chats (user_id) WHERE deleted_at IS NOT NULL;
+
 CREATE TABLE memories (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -94,12 +94,12 @@ WITH query AS (
     SELECT 'message' AS source, m.id, m.chat_id, m.content, m.created_at,
            ts_rank(m.search_vector, (SELECT q FROM query), 1) AS relevance, m.created_at AS as_of
     FROM messages AS m
-    JOIN chats AS c ON c.id = m.chat_id
     WHERE m.user_id = :user_id
       AND m.role = 'user'
       AND m.search_vector @@ (SELECT q FROM query)
-      AND c.deleted_at IS NULL
       AND m.id <> ALL (:exclude_message_ids::uuid[])
+      -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
+      AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
     UNION ALL
     SELECT 'memory', mem.id, NULL, mem.content, mem.created_at,
            ts_rank(mem.search_vector, (SELECT q FROM query), 1), mem.updated_at
@@ -108,7 +108,8 @@ WITH query AS (
       AND mem.search_vector @@ (SELECT q FROM query)
 )
 SELECT source, id, chat_id, content, created_at,
-       relevance * (0.5 + 0.5 * power(0.5, extract(epoch FROM now() - as_of) / (30 * 86400))) AS score
+       -- float8, not numeric: numeric power() costs more than the ranking itself.
+       relevance * (0.5 + 0.5 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
 FROM hits
 ORDER BY score DESC, created_at DESC, id
 LIMIT :limit;

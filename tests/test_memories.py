@@ -63,8 +63,7 @@ def test_saving_an_existing_key_updates_in_place(client, user, db):
 
     # Keys are per user: another user's "city" is another memory.
     other = register(client)
-    status, theirs = client.post("/memories", json={"key": "city", "content": "Lives in Oslo"},
-                                 headers=bearer(other["access_token"])).status_code, None
+    status, _ = save(client, {"headers": bearer(other["access_token"])}, key="city", content="Lives in Oslo")
     assert status == 201
     assert count_rows(db, "memories") == 2
 

@@ -1,10 +1,8 @@
 """Recall: the user's own earlier words and memories come back across chats, ranked, and only theirs."""
 
-import psycopg
 import pytest
 
 from conftest import RecordingResponder, bearer, new_chat, register, search, send
-from memlayer.db import sql
 from memlayer.responders import RESPONDER_KEY
 
 
@@ -156,20 +154,3 @@ def test_two_users_with_the_same_words_never_see_each_other(app, client):
     seen_by_bob = "\n".join(message["content"] for message in recorder.inputs[-1])
     assert "my cat is called Bob" in seen_by_bob
     assert "Alice" not in seen_by_bob and "called Ada" not in seen_by_bob
-
-
-def test_recall_reads_only_the_asking_users_index_entries(database_url):
-    """The plan shows both recall indexes, each probed with the user id (not filtered afterwards)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("SET enable_seqscan = off")
-        text = sql.memories.recall.sql
-        plan = "\n".join(row[0] for row in conn.execute(
-            "EXPLAIN " + text,
-            {"user_id": "00000000-0000-0000-0000-000000000001", "text": "my cat Ada",
-             "exclude_message_ids": [], "limit": 5},
-        ))
-    assert "messages_recall_idx" in plan and "memories_recall_idx" in plan
-    for index in ("messages_recall_idx", "memories_recall_idx"):
-        section = plan[plan.index(index):]
-        condition = section[section.index("Index Cond"):].splitlines()[0]
-        assert "user_id" in condition and "search_vector" in condition

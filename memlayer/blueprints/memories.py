@@ -9,6 +9,7 @@ from psycopg.errors import UniqueViolation
 from memlayer.db import get_pool, sql
 from memlayer.errors import Conflict, NotFound
 from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
+from memlayer.recall import recall
 from memlayer.schemas import (
     DeletedSchema,
     MemoryCreateSchema,
@@ -84,9 +85,7 @@ def search():
     """The user's past messages and memories most relevant to ?q=, best first."""
     query = load_query(_search)
     with get_pool().connection() as conn, conn.transaction():
-        items = list(sql.memories.recall(
-            conn, user_id=current_user_id(), text=query["q"], exclude_message_ids=[], limit=query["limit"]
-        ))
+        items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"])
     return jsonify(_recall_item.dump(items, many=True))
 
 

@@ -1,0 +1,21 @@
+"""Recall: the user's past words and memories most relevant to a text (the `recall` query of sql/memories.sql)."""
+
+from typing import Iterable
+from uuid import UUID
+
+import psycopg
+
+from memlayer.db import sql
+
+
+def recall(
+    conn: psycopg.Connection, *, user_id: UUID, text: str, limit: int, exclude_message_ids: Iterable[UUID] = ()
+) -> list[dict]:
+    """The user's best-matching messages and memories for `text`, best first, on the caller's transaction.
+
+    Run unprepared on purpose: a prepared statement settles on a generic plan made for an average
+    user, which scans the user_id btree; for a user with tens of thousands of messages that is
+    far slower than the GIN index the per-run plan picks from the user's own statistics.
+    """
+    params = {"user_id": user_id, "text": text, "exclude_message_ids": list(exclude_message_ids), "limit": limit}
+    return conn.execute(sql.memories.recall.sql, params, prepare=False).fetchall()

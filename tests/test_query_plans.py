@@ -1,0 +1,119 @@
+"""The SQL files' queries read their indexes in order, even for users and chats far bigger than average.
+
+Plans are the generic ones a prepared statement gets (psycopg prepares hot queries), over skewed
+data: one user with a 3,000-message chat, 300 chats and 500 memories among 200 small users.
+"""
+
+import re
+
+import psycopg
+import pytest
+
+from psycopg.rows import dict_row
+
+from conftest import TABLES
+from memlayer.db import sql
+from memlayer.recall import recall
+
+
+@pytest.fixture(scope="module")
+def skewed(database_url):
+    """Skewed data, analyzed; returns the heavy user's id and big chat id."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        conn.execute("""
+            INSERT INTO users (email, password_hash)
+            SELECT 'user' || n || '@example.com', 'x' FROM generate_series(0, 199) AS n;
+            INSERT INTO chats (user_id, title, updated_at)
+            SELECT u.id, 'chat', now() - n * interval '1 minute'
+            FROM users AS u, generate_series(1, CASE WHEN u.email = 'user0@example.com' THEN 300 ELSE 2 END) AS n;
+            INSERT INTO messages (chat_id, user_id, role, content)
+            SELECT c.id, c.user_id, CASE WHEN n % 2 = 0 THEN 'user' ELSE 'assistant' END,
+                   'word' || (n % 97) || ' about the cat number ' || n
+            FROM chats AS c, generate_series(1, 10) AS n;
+            INSERT INTO messages (chat_id, user_id, role, content)
+            SELECT c.id, c.user_id, CASE WHEN n % 2 = 0 THEN 'user' ELSE 'assistant' END,
+                   'word' || (n % 97) || ' about the garden number ' || n
+            FROM (SELECT c.* FROM chats AS c JOIN users AS u ON u.id = c.user_id
+                  WHERE u.email = 'user0@example.com' LIMIT 1) AS c, generate_series(1, 3000) AS n;
+            INSERT INTO memories (user_id, content)
+            SELECT u.id, 'fact ' || n || ' about the cat'
+            FROM users AS u, generate_series(1, CASE WHEN u.email = 'user0@example.com' THEN 500 ELSE 3 END) AS n;
+            ANALYZE;
+        """)
+        user_id, chat_id = conn.execute(
+            "SELECT user_id, chat_id FROM messages GROUP BY user_id, chat_id ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
+    yield {"user_id": user_id, "chat_id": chat_id}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+
+
+def generic_plan(database_url: str, query, **params) -> str:
+    """EXPLAIN of the query's generic plan, the one a prepared statement settles on."""
+    names: list[str] = []
+
+    def placeholder(match):
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    statement = re.sub(r"%\((\w+)\)s", placeholder, query.sql)
+    with psycopg.connect(database_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE planned AS {statement}")
+        arguments = ", ".join(["%s"] * len(names))
+        rows = conn.execute(f"EXPLAIN EXECUTE planned({arguments})", [params[name] for name in names]).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def assert_ordered_scan(plan: str, index: str) -> None:
+    assert f"using {index}" in plan, plan
+    assert "Sort" not in plan and "Bitmap" not in plan, plan
+
+
+def test_a_page_of_a_big_chat_reads_the_index_in_order(database_url, skewed):
+    plan = generic_plan(database_url, sql.messages.list_messages, after_seq=0, limit=51, **skewed)
+    assert_ordered_scan(plan, "messages_chat_seq_idx")
+
+
+def test_the_recent_window_of_a_big_chat_reads_the_index_backwards(database_url, skewed):
+    plan = generic_plan(database_url, sql.messages.recent_messages, limit=50, **skewed)
+    assert "Index Scan Backward using messages_chat_seq_idx" in plan
+    assert_ordered_scan(plan, "messages_chat_seq_idx")
+
+
+def test_pages_of_chats_and_memories_read_their_indexes_in_order(database_url, skewed):
+    user_id = skewed["user_id"]
+    for query, index, after in [
+        (sql.chats.list_chats, "chats_user_activity_idx", {}),
+        (sql.chats.list_chats_after, "chats_user_activity_idx", {"after_updated_at": "2100-01-01", "after_id": user_id}),
+        (sql.memories.list_memories, "memories_user_created_idx", {}),
+        (sql.memories.list_memories_after, "memories_user_created_idx", {"after_created_at": "2100-01-01", "after_id": user_id}),
+    ]:
+        assert_ordered_scan(generic_plan(database_url, query, user_id=user_id, limit=51, **after), index)
+
+
+def test_recall_probes_the_message_index_with_the_user_and_the_words(database_url, skewed):
+    """Recall is planned per run (see memlayer.recall), so this is the plan the heavy user gets.
+
+    Sequential scans are off only because the test's tables are small enough to make them cheapest.
+    """
+    with psycopg.connect(database_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql.memories.recall.sql, {
+            "user_id": skewed["user_id"], "text": "what about my cat?", "exclude_message_ids": [], "limit": 5}))
+    section = plan[plan.index("on messages_recall_idx"):]
+    condition = section[section.index("Index Cond"):].splitlines()[0]
+    assert "user_id" in condition and "search_vector" in condition, plan
+    # Memories are few per user; either of their indexes is fine as long as it starts from the user.
+    section = plan[plan.index("on memories"):]
+    assert "Index Cond: (user_id = " in section or "Index Cond: ((user_id = " in section, plan
+
+
+def test_recall_is_never_prepared(database_url, skewed):
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row, prepare_threshold=0) as conn:
+        for _ in range(10):
+            assert recall(conn, user_id=skewed["user_id"], text="cat", limit=5)
+        prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+    assert not [row for row in prepared if "search_vector" in row["statement"]]
