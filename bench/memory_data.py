@@ -85,6 +85,9 @@ class Plan:
         scale = rest_total / sum(weights)
         rest = [max(2, int(w * scale)) // 2 * 2 for w in weights]  # whole user/assistant pairs
         rest[-1] = 40  # the "light user": a few dozen messages
+        # Rounding left the total a little short; hand the missing pairs out at random.
+        for _ in range((rest_total - sum(rest)) // 2):
+            rest[rng.randrange(rest_users - 1)] += 2
         self.counts = fixed + rest
 
 
