@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -46,21 +47,44 @@ def serve(bind: str, workers: int) -> None:
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
     server = subprocess.Popen(command, env=env)
-
-    def forward(signum, frame):
-        if server.poll() is None:
-            server.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        code = server.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to gunicorn too; make sure, then wait for it to finish.
-        forward(signal.SIGINT, None)
-        code = server.wait()
+    code = _run_until_stopped(server)
     logger.info("server stopped")
     # Leaving this process stops the embedded PostgreSQL it started (if any).
     sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+RESEND_STOP_SECONDS = 2.0
+STOP_DEADLINE_SECONDS = 45.0  # longer than gunicorn's graceful_timeout (30 s)
+
+
+def _run_until_stopped(server: subprocess.Popen) -> int:
+    """Wait for gunicorn; on SIGINT/SIGTERM pass the signal on until it exits, then return its exit code.
+
+    The signal is repeated every couple of seconds: a master that misses one (seen once with
+    gunicorn 27 on a loaded machine) would otherwise keep serving and leave Ctrl-C hanging.
+    After the deadline gunicorn is killed, so `serve` always ends.
+    """
+    stop: dict = {}
+
+    def request_stop(signum, frame):
+        stop.setdefault("signal", signum)
+        stop.setdefault("deadline", time.monotonic() + STOP_DEADLINE_SECONDS)
+        stop["resend_at"] = 0.0
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    while True:
+        if stop and time.monotonic() >= stop["resend_at"] and server.poll() is None:
+            if time.monotonic() >= stop["deadline"]:
+                logger.error("gunicorn did not stop within %.0f s; killing it", STOP_DEADLINE_SECONDS)
+                server.kill()
+            else:
+                server.send_signal(stop["signal"])
+                stop["resend_at"] = time.monotonic() + RESEND_STOP_SECONDS
+        try:
+            return server.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @main.command()

@@ -1,12 +1,16 @@
-"""The `memlayer` command's migrate, db-url and db-stop."""
+"""The `memlayer` command's migrate, db-url and db-stop, and how serve stops gunicorn."""
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import psycopg
 from click.testing import CliRunner
 
+from memlayer import cli
 from memlayer.cli import main
 
 
@@ -57,3 +61,28 @@ def test_serve_refuses_an_unsafe_production_config(monkeypatch):
     monkeypatch.delenv("MEMLAYER_JWT_SECRET_KEY", raising=False)
     result = CliRunner().invoke(main, ["serve"])
     assert result.exit_code == 1 and "MEMLAYER_JWT_SECRET_KEY" in result.output
+
+
+def test_serve_repeats_a_lost_stop_signal_until_gunicorn_exits():
+    """A child that misses the first SIGTERM (as a busy gunicorn master once did) still gets stopped."""
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\n"
+        "seen = []\n"
+        "def handle(signum, frame):\n"
+        "    seen.append(signum)\n"
+        "    if len(seen) == 2: sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, handle)\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGTERM]).start()
+    try:
+        started = time.monotonic()
+        code = cli._run_until_stopped(child)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert code == 0
+    assert time.monotonic() - started < cli.RESEND_STOP_SECONDS + 3
