@@ -16,7 +16,6 @@ import argparse
 import http.client
 import json
 import os
-import random
 import socket
 import statistics
 import subprocess
@@ -127,7 +126,7 @@ class Service:
         raise SystemExit("the service did not start")
 
     def request(self, method: str, path: str, body: dict | None = None, token: str | None = None):
-        """One request on a fresh keep-alive connection per call site; returns (status, parsed body)."""
+        """One request on the run's keep-alive connection (reopened after an error); returns (status, parsed body)."""
         if not hasattr(self, "connection"):
             self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         headers = {"Content-Type": "application/json"}
@@ -239,5 +238,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    random.seed(0)
     main()
