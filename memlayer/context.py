@@ -55,9 +55,10 @@ def assemble_context(
 
     Runs only reads, on the caller's connection and transaction.
     """
-    if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
-        raise chat_not_found()
     recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
+    # recent_messages only returns rows of the user's live chat; no rows may still be a 404.
+    if not recent and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+        raise chat_not_found()
     recalled = []
     if settings.recall_k > 0:
         recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,
@@ -93,7 +94,7 @@ def memory_block(contents: list[str], token_budget: int) -> dict | None:
     lines = [MEMORY_HEADER]
     remaining = token_budget - estimate_tokens(MEMORY_HEADER) - MESSAGE_OVERHEAD_TOKENS
     for content in contents:
-        line = "- " + _one_line(content)
+        line = "- " + one_line(content, MEMORY_ITEM_CHARS)
         remaining -= estimate_tokens(line) + 1
         if remaining < 0:
             break
@@ -111,6 +112,7 @@ def recalled_items(messages: list[dict]) -> list[str]:
     return []
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str, limit: int) -> str:
+    """The text on one line (whitespace runs become one space), cut to `limit` characters with an ellipsis."""
     flat = " ".join(text.split())
-    return flat if len(flat) <= MEMORY_ITEM_CHARS else flat[: MEMORY_ITEM_CHARS - 1] + "…"
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -4,7 +4,7 @@ from typing import Protocol
 
 from flask import Flask, current_app
 
-from memlayer.context import recalled_items
+from memlayer.context import one_line, recalled_items
 
 RESPONDER_KEY = "memlayer.responder"
 
@@ -25,8 +25,7 @@ class OfflineResponder:
     def reply(self, messages: list[dict]) -> str:
         """Say that no model is configured, quote the new message, and list the recalled memories."""
         said = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
-        flat = " ".join(said.split())
-        quote = flat if len(flat) <= self.QUOTE_LIMIT else flat[: self.QUOTE_LIMIT] + "…"
+        quote = one_line(said, self.QUOTE_LIMIT)
         recalled = recalled_items(messages)
         if recalled:
             memory = "Memories I recalled for this message:\n" + "\n".join(f"- {item}" for item in recalled)

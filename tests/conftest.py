@@ -124,11 +124,16 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
+def new_user(client) -> dict:
+    """Register a user: email, password, tokens and ready-made headers."""
+    tokens = register(client)
+    return {**tokens, "headers": bearer(tokens["access_token"])}
+
+
 @pytest.fixture
 def user(client) -> dict:
     """A registered user: email, password, tokens and ready-made headers."""
-    tokens = register(client)
-    return {**tokens, "headers": bearer(tokens["access_token"])}
+    return new_user(client)
 
 
 @pytest.fixture

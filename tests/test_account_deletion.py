@@ -2,7 +2,7 @@
 
 from psycopg import sql as pgsql
 
-from conftest import bearer, new_chat, register, send
+from conftest import bearer, new_chat, new_user, register, send
 
 
 def tables_with_user_rows(db) -> dict[str, str]:
@@ -24,8 +24,7 @@ def rows_of(db, user_id) -> dict[str, int]:
 
 def populate(client) -> dict:
     """A user with chats (one soft-deleted), messages, memories with history, and a logged-out session."""
-    tokens = register(client)
-    user = {**tokens, "headers": bearer(tokens["access_token"])}
+    user = new_user(client)
     user["id"] = client.get("/auth/me", headers=user["headers"]).get_json()["id"]
     for title in ("one", "two"):
         chat = new_chat(client, user, title)
@@ -34,7 +33,7 @@ def populate(client) -> dict:
     client.post("/memories", json={"key": "city", "content": "Lisbon"}, headers=user["headers"])
     client.post("/memories", json={"key": "city", "content": "Porto"}, headers=user["headers"])
     client.post("/memories", json={"content": "likes tea"}, headers=user["headers"])
-    old_session = client.post("/auth/login", json={"email": tokens["email"], "password": tokens["password"]}).get_json()
+    old_session = client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).get_json()
     assert client.post("/auth/logout", headers=bearer(old_session["access_token"])).status_code == 204
     return user
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import RecordingResponder, bearer, new_chat, register, send
+from conftest import RecordingResponder, new_chat, new_user, send
 from memlayer.config import ConfigError
 from memlayer.context import (
     MEMORY_HEADER,
@@ -34,7 +34,7 @@ def prompted_app(app_factory):
 def test_the_responder_gets_system_prompt_memory_then_the_window_in_order(prompted_app, db):
     app, recorder = prompted_app
     client = app.test_client()
-    user = {"headers": bearer(register(client)["access_token"])}
+    user = new_user(client)
     old_chat, chat = new_chat(client, user, "old"), new_chat(client, user, "now")
     send(client, user, old_chat["id"], "my cat is called Ada")
     client.post("/memories", json={"key": "vet", "content": "The cat's vet is Dr. Lopes"}, headers=user["headers"])
@@ -71,7 +71,7 @@ def test_older_messages_of_the_same_chat_are_recalled_once_out_of_the_window(app
     recorder = RecordingResponder()
     app.extensions[RESPONDER_KEY] = recorder
     client = app.test_client()
-    user = {"headers": bearer(register(client)["access_token"])}
+    user = new_user(client)
     chat = new_chat(client, user)
     send(client, user, chat["id"], "my dog is called Rex")
     send(client, user, chat["id"], "nice weather today")
@@ -88,7 +88,7 @@ def test_the_window_keeps_the_newest_messages_that_fit_the_budget(app_factory):
     recorder = RecordingResponder("ok")
     app.extensions[RESPONDER_KEY] = recorder
     client = app.test_client()
-    user = {"headers": bearer(register(client)["access_token"])}
+    user = new_user(client)
     chat = new_chat(client, user)
     for i in range(10):
         send(client, user, chat["id"], f"message {i} " + "word " * 40)  # ~55 tokens each
@@ -161,7 +161,7 @@ def test_bad_context_settings_are_refused_at_start(app_factory, setting):
 def test_recall_can_be_turned_off(app_factory):
     app = app_factory(RECALL_K=0)
     client = app.test_client()
-    user = {"headers": bearer(register(client)["access_token"])}
+    user = new_user(client)
     send(client, user, new_chat(client, user)["id"], "my cat is called Ada")
     reply = send(client, user, new_chat(client, user)["id"], "what is my cat called?")
     assert "I found no memories related to this message." in reply["content"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import RecordingResponder, bearer, new_chat, register, search, send
+from conftest import RecordingResponder, new_chat, new_user, search, send
 from memlayer.responders import RESPONDER_KEY
 
 
@@ -140,7 +140,7 @@ def test_a_deleted_memory_is_gone_from_search_at_once(client, user):
 def test_two_users_with_the_same_words_never_see_each_other(app, client):
     recorder = RecordingResponder()
     app.extensions[RESPONDER_KEY] = recorder
-    alice, bob = ({**tokens, "headers": bearer(tokens["access_token"])} for tokens in (register(client), register(client)))
+    alice, bob = new_user(client), new_user(client)
     alice_chat, bob_chat = new_chat(client, alice), new_chat(client, bob)
     send(client, alice, alice_chat["id"], "my cat is called Ada")
     client.post("/memories", json={"key": "cat", "content": "Alice's cat is called Ada"}, headers=alice["headers"])

@@ -31,11 +31,12 @@ def list_messages(chat_id: UUID):
     after_seq = decode_cursor(page["cursor"], cursor_seq)[0] if page["cursor"] else 0
     user_id = current_user_id()
     with get_pool().connection() as conn, conn.transaction():
-        if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
-            raise chat_not_found()
         rows = list(sql.messages.list_messages(
             conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq, limit=page["limit"] + 1
         ))
+        # The query only returns rows of the user's live chat; an empty page may still be a 404.
+        if not rows and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+            raise chat_not_found()
     return page_response(rows, page["limit"], _message, _position)
 
 
