@@ -2,15 +2,23 @@
 
 import os
 
+from memlayer import config
+from memlayer.responders import close_all
+
+settings = config.load()
+
 bind = os.environ.get("MEMLAYER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MEMLAYER_WORKERS", "2"))
-# Threads let one slow request (a model call) not block the others in the same worker.
+# gthread: each request gets a thread, and a thread waiting on the model (or relaying its stream) holds no
+# database connection and blocks nobody else. Threads are cheap while they wait, so there are many:
+# 2 workers x 64 threads serve 128 requests at once, e.g. 64 slow model calls with room to spare.
 worker_class = "gthread"
-threads = int(os.environ.get("MEMLAYER_THREADS", "4"))
+threads = int(os.environ.get("MEMLAYER_THREADS", "64"))
 # Each worker imports wsgi.py itself, so its connection pool is opened after fork, never in the master.
 preload_app = False
-timeout = 60
-graceful_timeout = 30
+# In-flight sends may finish at shutdown (and gthread's heartbeat may lag) for longer than a model call takes.
+graceful_timeout = config.graceful_timeout(settings)
+timeout = graceful_timeout
 keepalive = 5
 # The app logs one access line per request, with its request id.
 accesslog = None
@@ -22,7 +30,8 @@ control_socket_disable = True
 
 
 def worker_exit(server, worker):
-    """Give the worker's pooled connections back to PostgreSQL before it exits."""
+    """Give the worker's pooled database and model-provider connections back before it exits."""
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "memlayer.pool" in app.extensions:
         app.extensions["memlayer.pool"].close()
+        close_all(app)

@@ -5,7 +5,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
 from memlayer import config, db, errors, logs, responders, tokens
-from memlayer.blueprints import auth, chats, docs, health, memories, messages
+from memlayer.blueprints import auth, chats, docs, health, memories, messages, models, usage
 from memlayer.embedded import resolve_database_url
 
 
@@ -39,9 +39,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         app,
         origins=config.cors_origins(app.config),
         expose_headers=["Link", "X-Request-ID", "Retry-After"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
         max_age=600,
     )
-    for blueprint in (auth.bp, chats.bp, messages.bp, memories.bp, health.bp, docs.bp):
+    for blueprint in (auth.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     return app

@@ -1,4 +1,4 @@
-"""The `memlayer` command: serve, migrate, db-url."""
+"""The `memlayer` command: serve, migrate, models, db-url, db-stop."""
 
 import logging
 import os
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import click
 import psycopg
+from psycopg.rows import dict_row
 
-from memlayer import config
+from memlayer import catalog, config
+from memlayer.db import sql
 from memlayer.embedded import resolve_database_url, stop_embedded
 from memlayer.logs import configure_logging
 from memlayer.migrate import apply_migrations
@@ -39,36 +41,46 @@ def serve(bind: str, workers: int) -> None:
     settings = config.load()
     try:
         config.check(settings)
-        database_url = resolve_database_url(settings)
-        apply_migrations(database_url)
+        database_url, _ = prepare_database(settings)
     except (config.ConfigError, psycopg.OperationalError) as error:
         # The message names the host and the problem, never a password.
         raise click.ClickException(f"cannot start: {error}") from None
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
     server = subprocess.Popen(command, env=env)
-    code = _run_until_stopped(server)
+    code = _run_until_stopped(server, deadline=config.graceful_timeout(settings) + 15)
     logger.info("server stopped")
     # Leaving this process stops the embedded PostgreSQL it started (if any).
     sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
 
 
 RESEND_STOP_SECONDS = 2.0
-STOP_DEADLINE_SECONDS = 45.0  # longer than gunicorn's graceful_timeout (30 s)
 
 
-def _run_until_stopped(server: subprocess.Popen) -> int:
+def prepare_database(settings) -> tuple[str, list[str]]:
+    """Migrate the database (starting the embedded one if no URL is set) and add the configured models.
+
+    Returns the database URL and the migrations applied.
+    """
+    database_url = resolve_database_url(settings)
+    applied = apply_migrations(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        catalog.seed_models(conn, settings)
+    return database_url, applied
+
+
+def _run_until_stopped(server: subprocess.Popen, *, deadline: float) -> int:
     """Wait for gunicorn; on SIGINT/SIGTERM pass the signal on until it exits, then return its exit code.
 
     The signal is repeated every couple of seconds: a master that misses one (seen once with
     gunicorn 27 on a loaded machine) would otherwise keep serving and leave Ctrl-C hanging.
-    After the deadline gunicorn is killed, so `serve` always ends.
+    After `deadline` seconds (longer than gunicorn's graceful timeout) it is killed, so `serve` always ends.
     """
     stop: dict = {}
 
     def request_stop(signum, frame):
         stop.setdefault("signal", signum)
-        stop.setdefault("deadline", time.monotonic() + STOP_DEADLINE_SECONDS)
+        stop.setdefault("deadline", time.monotonic() + deadline)
         stop["resend_at"] = 0.0
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -76,7 +88,7 @@ def _run_until_stopped(server: subprocess.Popen) -> int:
     while True:
         if stop and time.monotonic() >= stop["resend_at"] and server.poll() is None:
             if time.monotonic() >= stop["deadline"]:
-                logger.error("gunicorn did not stop within %.0f s; killing it", STOP_DEADLINE_SECONDS)
+                logger.error("gunicorn did not stop within %.0f s; killing it", deadline)
                 server.kill()
             else:
                 server.send_signal(stop["signal"])
@@ -89,9 +101,77 @@ def _run_until_stopped(server: subprocess.Popen) -> int:
 
 @main.command()
 def migrate() -> None:
-    """Apply pending schema migrations."""
-    applied = apply_migrations(resolve_database_url(config.load()))
+    """Apply pending schema migrations and add the configured models."""
+    _, applied = prepare_database(config.load())
     click.echo(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
+
+
+@main.group()
+def models() -> None:
+    """Manage the language models chats can use."""
+
+
+MODEL_COLUMNS = ("name", "provider", "context_window", "input_price_per_million", "output_price_per_million", "is_enabled")
+
+
+def _print_models(rows: list[dict]) -> None:
+    table = [MODEL_COLUMNS] + [tuple(str(row[column]) for column in MODEL_COLUMNS) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(MODEL_COLUMNS))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+@models.command("add")
+@click.argument("name")
+@click.option("--provider", type=click.Choice(["openai", "offline"]), default="openai", show_default=True,
+              help="openai: the OpenAI-compatible API at MEMLAYER_LLM_BASE_URL; offline: the built-in responder.")
+@click.option("--context-window", type=click.IntRange(min=512), help="Tokens the model accepts (default 8192).")
+@click.option("--input-price", type=click.FloatRange(min=0), help="Price per million prompt tokens (default 0).")
+@click.option("--output-price", type=click.FloatRange(min=0), help="Price per million completion tokens (default 0).")
+def models_add(name: str, provider: str, context_window: int | None, input_price: float | None,
+               output_price: float | None) -> None:
+    """Add a model, or enable and update the one with this NAME (unset options keep their value)."""
+    if not name.strip() or len(name) > 200:
+        raise click.BadParameter("must be 1 to 200 characters", param_hint="NAME")
+    with _models_connection() as conn:
+        row = sql.models.add_model(conn, name=name, provider=provider, context_window=context_window,
+                                   input_price_per_million=input_price, output_price_per_million=output_price)
+    _print_models([row])
+
+
+@models.command("list")
+def models_list() -> None:
+    """Every model, enabled or not."""
+    with _models_connection() as conn:
+        _print_models(list(sql.models.list_models(conn)))
+
+
+@models.command("disable")
+@click.argument("name")
+def models_disable(name: str) -> None:
+    """Hide a model from GET /models; chats using it must choose another before their next send."""
+    _set_enabled(name, False)
+
+
+@models.command("enable")
+@click.argument("name")
+def models_enable(name: str) -> None:
+    """Make a disabled model available again."""
+    _set_enabled(name, True)
+
+
+def _set_enabled(name: str, enabled: bool) -> None:
+    with _models_connection() as conn:
+        row = sql.models.set_model_enabled(conn, name=name, is_enabled=enabled)
+    if row is None:
+        raise click.ClickException(f"no model named {name!r} (see `memlayer models list`)")
+    _print_models([row])
+
+
+def _models_connection() -> psycopg.Connection:
+    """A connection to the migrated database for one models command."""
+    database_url, _ = prepare_database(config.load())
+    return psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
 
 
 @main.command("db-url")

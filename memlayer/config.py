@@ -6,6 +6,8 @@ from datetime import timedelta
 from flask import Config
 
 DEV_JWT_SECRET = "memlayer-development-secret-do-not-use-in-production"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+OFFLINE_MODEL = "offline"
 
 
 class Defaults:
@@ -38,6 +40,15 @@ class Defaults:
     CONTEXT_TOKENS = 4000  # estimated token budget of everything the responder sees
     RECENT_MESSAGES = 50  # at most this many of the chat's latest messages, budget permitting
 
+    # A language model behind the OpenAI Chat Completions API (OpenAI, Ollama, vLLM, llama.cpp, LM Studio).
+    # Unset base URL and key: replies come from the built-in offline responder.
+    LLM_BASE_URL = None  # e.g. http://127.0.0.1:11434/v1; OpenAI's when only LLM_API_KEY is set
+    LLM_API_KEY = None
+    LLM_MODEL = None  # the default model's name, required when a provider is configured
+    LLM_TIMEOUT = 60.0  # seconds to wait for the provider's next bytes before a 504
+    LLM_CONTEXT_WINDOW = 8192  # tokens, for the default model when configuration first adds it
+    MONTHLY_TOKEN_QUOTA = None  # tokens per user per calendar month (UTC); None: no quota
+
 
 def load() -> Config:
     """Defaults overlaid with MEMLAYER_* environment variables (values parsed as JSON when they are)."""
@@ -66,8 +77,50 @@ def check(config) -> None:
         raise ConfigError("need 1 <= MEMLAYER_POOL_MIN_SIZE <= MEMLAYER_POOL_MAX_SIZE")
     for name, low, high in (("RECALL_K", 0, 50), ("CONTEXT_TOKENS", 256, 10_000_000), ("RECENT_MESSAGES", 0, 1000)):
         value = config[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        if not _is_whole(value) or not low <= value <= high:
             raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
+    _check_llm(config)
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_llm(config) -> None:
+    base_url = llm_base_url(config)
+    if base_url is not None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError("MEMLAYER_LLM_BASE_URL must start with http:// or https://")
+        if not config.get("LLM_MODEL"):
+            raise ConfigError("MEMLAYER_LLM_MODEL must name the model to use when a provider is configured")
+    timeout = config["LLM_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise ConfigError("MEMLAYER_LLM_TIMEOUT must be a number of seconds above 0 and at most 3600")
+    if not _is_whole(config["LLM_CONTEXT_WINDOW"]) or config["LLM_CONTEXT_WINDOW"] < 512:
+        raise ConfigError("MEMLAYER_LLM_CONTEXT_WINDOW must be a whole number of at least 512")
+    quota = config["MONTHLY_TOKEN_QUOTA"]
+    if quota is not None and (not _is_whole(quota) or quota < 1):
+        raise ConfigError("MEMLAYER_MONTHLY_TOKEN_QUOTA must be a whole number of at least 1 (or unset)")
+
+
+def llm_base_url(config) -> str | None:
+    """Where the OpenAI-compatible provider lives: the configured URL, OpenAI's when only a key is set, else None."""
+    base_url = config.get("LLM_BASE_URL")
+    if base_url:
+        return str(base_url).rstrip("/")
+    if config.get("LLM_API_KEY"):
+        return OPENAI_BASE_URL
+    return None
+
+
+def default_model(config) -> str:
+    """The model of chats that did not choose one: MEMLAYER_LLM_MODEL with a provider, else the offline responder."""
+    return str(config["LLM_MODEL"]) if llm_base_url(config) else OFFLINE_MODEL
+
+
+def graceful_timeout(config) -> float:
+    """Seconds gunicorn lets in-flight requests finish at shutdown: longer than a model call may take."""
+    return float(config["LLM_TIMEOUT"]) + 15
 
 
 def cors_origins(config) -> list[str]:

@@ -1,11 +1,10 @@
 """What the responder sees: system prompt, recalled memories and the recent window, within a token budget."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import psycopg
 
-from memlayer.conversation import chat_not_found
 from memlayer.db import sql
 from memlayer.recall import recall
 
@@ -36,6 +35,10 @@ class ContextSettings:
             recent_limit=int(config["RECENT_MESSAGES"]),
         )
 
+    def within(self, context_window: int) -> "ContextSettings":
+        """These settings for a model of this context window, leaving a quarter of it for the reply."""
+        return replace(self, token_budget=min(self.token_budget, context_window * 3 // 4))
+
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate: about four ASCII characters per token, one token per other character."""
@@ -51,14 +54,11 @@ def message_tokens(message: dict) -> int:
 def assemble_context(
     conn: psycopg.Connection, *, user_id: UUID, chat_id: UUID, content: str, settings: ContextSettings
 ) -> list[dict]:
-    """Everything the responder gets for a new message, as OpenAI-style [{role, content}]; 404 for a foreign chat.
+    """Everything the responder gets for a new message, as OpenAI-style [{role, content}].
 
-    Runs only reads, on the caller's connection and transaction.
+    Runs only reads, on the caller's connection and transaction; a chat that is not the user's gives an empty window.
     """
     recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
-    # recent_messages only returns rows of the user's live chat; no rows may still be a 404.
-    if not recent and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
-        raise chat_not_found()
     recalled = []
     if settings.recall_k > 0:
         recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,

@@ -1,14 +1,20 @@
-"""The chat-side SQL steps of a send: the shared not-found answer and storing a message with its reply.
+"""The SQL steps of a send: the reads before the model answers, and storing the pair with its usage after.
 
-The caller owns the transaction; these functions only run SQL on the connection they get.
+The caller owns each transaction; these functions only run SQL on the connection they get.
 """
 
 import uuid
+from dataclasses import dataclass
 
 import psycopg
 
+from memlayer import config as settings
+from memlayer import quota
+from memlayer.catalog import ChatModel, chat_model
+from memlayer.context import ContextSettings, assemble_context
 from memlayer.db import sql
 from memlayer.errors import NotFound
+from memlayer.replies import Reply
 
 
 def chat_not_found() -> NotFound:
@@ -16,16 +22,46 @@ def chat_not_found() -> NotFound:
     return NotFound("Chat not found")
 
 
-def store_exchange(
-    conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, reply: str
-) -> dict:
-    """Store the user's message and the assistant's reply next to each other; return the reply row.
+@dataclass(frozen=True)
+class Turn:
+    """A send that passed its checks: who, where, what, the model to ask and everything it will see."""
 
-    The chat row lock serializes concurrent sends to one chat, so each pair stays adjacent.
-    """
-    if sql.chats.lock_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+    user_id: uuid.UUID
+    chat_id: uuid.UUID
+    content: str
+    model: ChatModel
+    context: list[dict]
+    quota: int | None
+
+
+def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config) -> Turn:
+    """Everything read before the model is asked: the chat (404) and its model (409), the quota (429), the context."""
+    now, monthly_quota = quota.utc_now(), config["MONTHLY_TOKEN_QUOTA"]
+    row = sql.chats.chat_for_send(conn, user_id=user_id, chat_id=chat_id,
+                                  default_model=settings.default_model(config), period=quota.period_of(now))
+    if row is None:
         raise chat_not_found()
-    sql.messages.insert_message(conn, user_id=user_id, chat_id=chat_id, role="user", content=content)
-    assistant = sql.messages.insert_message(conn, user_id=user_id, chat_id=chat_id, role="assistant", content=reply)
-    sql.chats.touch_chat(conn, user_id=user_id, chat_id=chat_id)
+    model = chat_model(row, config)
+    quota.check(row["tokens_used"], monthly_quota, now)
+    context_settings = ContextSettings.from_config(config).within(model.context_window)
+    context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=context_settings)
+    return Turn(user_id, chat_id, content, model, context, monthly_quota)
+
+
+def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
+    """Store the user's message and the assistant's reply next to each other, charge the tokens; return the reply row.
+
+    The chat row lock serializes concurrent sends to one chat, so each pair stays adjacent; the usage
+    counter's row lock serializes a user's charges, so the quota holds under concurrency.
+    """
+    if sql.chats.lock_chat(conn, user_id=turn.user_id, chat_id=turn.chat_id) is None:
+        raise chat_not_found()
+    sql.messages.insert_user_message(conn, user_id=turn.user_id, chat_id=turn.chat_id, content=turn.content)
+    assistant = sql.messages.insert_assistant_message(
+        conn, user_id=turn.user_id, chat_id=turn.chat_id, content=reply.content, model=turn.model.name,
+        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost=turn.model.cost(reply),
+    )
+    sql.chats.touch_chat(conn, user_id=turn.user_id, chat_id=turn.chat_id)
+    quota.charge(conn, user_id=turn.user_id, tokens=reply.prompt_tokens + reply.completion_tokens,
+                 quota=turn.quota, now=quota.utc_now())
     return assistant

@@ -64,6 +64,27 @@ class ServiceUnavailable(ApiError):
         super().__init__(detail, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+class TooManyRequests(ApiError):
+    """The client used up an allowance; Retry-After says when it renews."""
+
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after_seconds: int):
+        super().__init__(detail, headers={"Retry-After": str(max(1, int(retry_after_seconds)))})
+
+
+class ProviderFailed(ApiError):
+    """The language model provider failed (error, refused connection, malformed answer); nothing was written."""
+
+    status = 502
+
+
+class ProviderTimedOut(ApiError):
+    """The language model provider did not answer in time; nothing was written."""
+
+    status = 504
+
+
 def error_response(status: int, detail: str, headers: dict | None = None, **extra):
     """Build the JSON error answer used by every handler."""
     body = {"detail": detail, **extra}

@@ -25,6 +25,7 @@ class Operation:
     paginated: bool = False
     query: type[Schema] | None = None
     also: tuple[tuple[int, str], ...] = ()  # further success statuses with the same body
+    event_stream: bool = False  # also answers Server-Sent Events (200) to `Accept: text/event-stream`
     errors: tuple[int, ...] = field(default_factory=tuple)
 
 
@@ -38,10 +39,13 @@ OPERATIONS: dict[str, Operation] = {
     "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),
     "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,)),
     "chats.get_chat": Operation("chats", 200, schemas.ChatSchema, errors=(404,)),
-    "chats.rename_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
+    "chats.update_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
     "chats.delete_chat": Operation("chats", 204, errors=(404,)),
     "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,)),
-    "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema, errors=(404, 422)),
+    "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema,
+                                       errors=(404, 409, 429, 502, 504), event_stream=True),
+    "models.list_models": Operation("models", 200, schemas.ModelSchema, many=True),
+    "usage.usage": Operation("usage", 200, schemas.UsageSchema, query=schemas.UsageQuerySchema, errors=(422,)),
     "auth.delete_me": Operation("auth", 204, errors=(404,)),
     "memories.list_memories": Operation("memories", 200, schemas.MemorySchema, many=True, paginated=True),
     "memories.save_memory": Operation("memories", 201, schemas.MemorySchema, body=schemas.MemoryCreateSchema,
@@ -57,6 +61,12 @@ OPERATIONS: dict[str, Operation] = {
     "health.health": Operation("health", 200, schemas.HealthSchema, auth=None, errors=(503,)),
     "health.db_pool": Operation("health", 200, auth=None),
 }
+
+SSE_DESCRIPTION = (
+    "With `Accept: text/event-stream`: Server-Sent Events. `event: delta` with {\"content\"} per piece of the "
+    "reply, then `event: message` with the stored assistant Message, or `event: error` with {\"detail\", "
+    "\"status\"} when it failed (nothing is stored then)."
+)
 
 DOCUMENTED_ELSEWHERE = {"static", "docs.openapi_json", "docs.docs_page", "docs.docs_asset"}
 
@@ -125,6 +135,11 @@ def _describe(rule, view, operation: Operation) -> dict:
     described["responses"][str(operation.status)] = success
     for status, description in operation.also:
         described["responses"][str(status)] = {**success, "description": description}
+    if operation.event_stream:
+        described["responses"]["200"] = {
+            "description": SSE_DESCRIPTION,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
     error_statuses = set(operation.errors)
     if operation.auth:
         described["security"] = [{"bearer": []}]

@@ -1,28 +1,39 @@
-"""Where assistant replies come from: the Responder interface and its offline implementation."""
-
-from typing import Protocol
+"""Which responder answers for each provider: the built-in offline one, and the HTTP one when configured."""
 
 from flask import Flask, current_app
 
+from memlayer import config as settings
+from memlayer.chat_completions import ChatCompletionsResponder
 from memlayer.context import one_line, recalled_items
+from memlayer.replies import ChunkedReplyStream, Reply, Responder, ReplyStream, estimated_reply
 
-RESPONDER_KEY = "memlayer.responder"
-
-
-class Responder(Protocol):
-    """Anything that turns a conversation into the assistant's next reply."""
-
-    def reply(self, messages: list[dict]) -> str:
-        """Given OpenAI-style [{role, content}] messages, oldest first, return the reply text."""
-        ...
+RESPONDERS_KEY = "memlayer.responders"
+OFFLINE = "offline"
+OPENAI = "openai"
 
 
-class OfflineResponder:
+class TextResponder:
+    """A responder that computes its whole answer at once; subclasses implement answer()."""
+
+    def answer(self, model: str, messages: list[dict]) -> str:
+        """The reply text."""
+        raise NotImplementedError
+
+    def reply(self, model: str, messages: list[dict]) -> Reply:
+        """The answer with estimated token counts."""
+        return estimated_reply(messages, self.answer(model, messages))
+
+    def stream(self, model: str, messages: list[dict]) -> ReplyStream:
+        """The answer in a few pieces."""
+        return ChunkedReplyStream(self.reply(model, messages))
+
+
+class OfflineResponder(TextResponder):
     """Replies without any language model, showing what the memory layer recalled for the message."""
 
     QUOTE_LIMIT = 200
 
-    def reply(self, messages: list[dict]) -> str:
+    def answer(self, model: str, messages: list[dict]) -> str:
         """Say that no model is configured, quote the new message, and list the recalled memories."""
         said = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else ""
         quote = one_line(said, self.QUOTE_LIMIT)
@@ -37,11 +48,30 @@ class OfflineResponder:
         )
 
 
-def init_app(app: Flask, responder: Responder | None = None) -> None:
-    """Install the responder the app will use."""
-    app.extensions[RESPONDER_KEY] = responder or OfflineResponder()
+def init_app(app: Flask) -> None:
+    """Install one responder per available provider: always the offline one, the HTTP one when configured."""
+    responders: dict[str, Responder] = {OFFLINE: OfflineResponder()}
+    base_url = settings.llm_base_url(app.config)
+    if base_url is not None:
+        responders[OPENAI] = ChatCompletionsResponder(
+            base_url, api_key=app.config.get("LLM_API_KEY"), timeout=float(app.config["LLM_TIMEOUT"])
+        )
+    app.extensions[RESPONDERS_KEY] = responders
 
 
-def current_responder() -> Responder:
-    """The responder of the current app."""
-    return current_app.extensions[RESPONDER_KEY]
+def available_providers(app: Flask | None = None) -> set[str]:
+    """The providers this app can reach."""
+    return set((app or current_app).extensions[RESPONDERS_KEY])
+
+
+def responder_for(provider: str) -> Responder:
+    """The current app's responder of a provider (the caller checked it is available)."""
+    return current_app.extensions[RESPONDERS_KEY][provider]
+
+
+def close_all(app: Flask) -> None:
+    """Release the responders' HTTP connections (at worker exit)."""
+    for responder in app.extensions.get(RESPONDERS_KEY, {}).values():
+        close = getattr(responder, "close", None)
+        if close is not None:
+            close()

@@ -1,9 +1,14 @@
 """marshmallow schemas: they validate requests, shape responses, and feed the OpenAPI document."""
 
+from datetime import datetime, timezone
+
 from flask import request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, post_load, validate, validates_schema
+from marshmallow import (
+    EXCLUDE, Schema, ValidationError, fields, post_dump, post_load, pre_dump, validate, validates_schema,
+)
 
 MAX_TITLE_LENGTH = 200
+MAX_MODEL_NAME_LENGTH = 200
 MAX_MESSAGE_LENGTH = 32_000
 MAX_MEMORY_LENGTH = 4_000
 MAX_MEMORY_KEY_LENGTH = 200
@@ -60,15 +65,22 @@ class LoginSchema(_CredentialsSchema):
 
 
 class ChatCreateSchema(Schema):
-    """Body of POST /chats."""
+    """Body of POST /chats: both optional; no model (or null) means the service's default model."""
 
     title = Text(validate=validate.Length(max=MAX_TITLE_LENGTH))
+    model = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
 
 
 class ChatUpdateSchema(Schema):
-    """Body of PATCH /chats/{id}."""
+    """Body of PATCH /chats/{id}: a new title, a model (null: the service's default), or both."""
 
-    title = Text(required=True, validate=validate.Length(max=MAX_TITLE_LENGTH))
+    title = Text(validate=validate.Length(max=MAX_TITLE_LENGTH))
+    model = Text(allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
+
+    @validates_schema
+    def require_a_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Give title, model, or both.", "_schema")
 
 
 class MessageCreateSchema(Schema):
@@ -126,6 +138,29 @@ class SearchQuerySchema(Schema):
         return data
 
 
+class Instant(fields.DateTime):
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("Must be an ISO 8601 date or date-time.")
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("Must be an ISO 8601 date or date-time.") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+class UsageQuerySchema(Schema):
+    """Query string of GET /usage: ?from=&to= (from inclusive, to exclusive; default: this month so far)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    start = Instant(data_key="from", load_default=None)
+    end = Instant(data_key="to", load_default=None)
+
+
 # ---- responses ------------------------------------------------------------
 
 
@@ -157,6 +192,8 @@ class ChatSchema(Schema):
 
     id = fields.UUID(required=True)
     title = fields.String(required=True)
+    model = fields.String(required=True, allow_none=True,
+                          metadata={"description": "null: the service's default model"})
     created_at = fields.AwareDateTime(required=True)
     updated_at = fields.AwareDateTime(required=True)
 
@@ -169,7 +206,72 @@ class MessageSchema(Schema):
     user_id = fields.UUID(required=True)
     role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)
+    model = fields.String(required=True, allow_none=True, metadata={"description": "The model that wrote a reply"})
+    usage = fields.Nested(lambda: MessageUsageSchema(), required=True, allow_none=True,
+                          metadata={"description": "What a reply cost; null on the user's messages"})
     created_at = fields.AwareDateTime(required=True)
+
+    @pre_dump
+    def gather_usage(self, row, **kwargs):
+        usage = None
+        if row.get("prompt_tokens") is not None:
+            usage = {key: row[key] for key in ("prompt_tokens", "completion_tokens", "cost")}
+        return {**row, "usage": usage}
+
+
+class MessageUsageSchema(Schema):
+    """Tokens and cost of one reply (the provider's token counts, or an estimate when it gives none)."""
+
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    cost = fields.Float(required=True, metadata={"description": "At the model's prices when it answered"})
+
+
+class ModelSchema(Schema):
+    """A language model a chat can use."""
+
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    provider = fields.String(required=True, validate=validate.OneOf(["offline", "openai"]))
+    context_window = fields.Integer(required=True)
+    input_price_per_million = fields.Float(required=True)
+    output_price_per_million = fields.Float(required=True)
+    is_enabled = fields.Boolean(required=True)
+    is_default = fields.Boolean(required=True, metadata={"description": "Used by chats that chose no model"})
+
+
+class UsageTotalsSchema(Schema):
+    """Replies, tokens and cost summed over a time range."""
+
+    messages = fields.Integer(required=True)
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+    cost = fields.Float(required=True)
+
+
+class ModelUsageSchema(UsageTotalsSchema):
+    """A user's usage of one model over a time range."""
+
+    model = fields.String(required=True)
+
+
+class QuotaSchema(Schema):
+    """The monthly token quota and how much of it is used."""
+
+    monthly_tokens = fields.Integer(required=True)
+    used = fields.Integer(required=True)
+    renews_at = fields.AwareDateTime(required=True)
+
+
+class UsageSchema(Schema):
+    """GET /usage: totals per model in [from, to), and the quota when one is set."""
+
+    start = fields.AwareDateTime(data_key="from", required=True)
+    end = fields.AwareDateTime(data_key="to", required=True)
+    models = fields.List(fields.Nested(ModelUsageSchema), required=True)
+    total = fields.Nested(UsageTotalsSchema, required=True)
+    quota = fields.Nested(QuotaSchema, required=True, allow_none=True)
 
 
 class MemorySchema(Schema):

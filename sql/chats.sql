@@ -1,25 +1,25 @@
--- name: create_chat(user_id, title)^
--- Open a chat for a user.
-INSERT INTO chats (user_id, title)
-VALUES (:user_id, :title)
-RETURNING id, title, created_at, updated_at;
+-- name: create_chat(user_id, title, model)^
+-- Open a chat for a user (model NULL: the service's default model).
+INSERT INTO chats (user_id, title, model)
+VALUES (:user_id, :title, :model)
+RETURNING id, title, model, created_at, updated_at;
 
 -- name: get_chat(user_id, chat_id)^
 -- One live chat of this user.
-SELECT id, title, created_at, updated_at
+SELECT id, title, model, created_at, updated_at
 FROM chats
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL;
 
 -- name: lock_chat(user_id, chat_id)^
 -- One live chat of this user, row-locked until the transaction ends so sends to it serialize.
-SELECT id, title, created_at, updated_at
+SELECT id, title, model, created_at, updated_at
 FROM chats
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
 FOR UPDATE;
 
 -- name: list_chats(user_id, limit)
 -- The first page of the user's live chats, most recently active first.
-SELECT id, title, created_at, updated_at
+SELECT id, title, model, created_at, updated_at
 FROM chats
 WHERE user_id = :user_id AND deleted_at IS NULL
 ORDER BY updated_at DESC, id DESC
@@ -27,7 +27,7 @@ LIMIT :limit;
 
 -- name: list_chats_after(user_id, after_updated_at, after_id, limit)
 -- The page of the user's live chats that follows the cursor (updated_at, id).
-SELECT id, title, created_at, updated_at
+SELECT id, title, model, created_at, updated_at
 FROM chats
 WHERE user_id = :user_id
   AND deleted_at IS NULL
@@ -35,12 +35,14 @@ WHERE user_id = :user_id
 ORDER BY updated_at DESC, id DESC
 LIMIT :limit;
 
--- name: rename_chat(user_id, chat_id, title)^
--- Change the title of a live chat of this user.
+-- name: update_chat(user_id, chat_id, title, set_model, model)^
+-- Change the title (unless NULL) and, when set_model, the model of a live chat of this user.
 UPDATE chats
-SET title = :title, updated_at = now()
+SET title = coalesce(:title, title),
+    model = CASE WHEN :set_model THEN :model ELSE model END,
+    updated_at = now()
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
-RETURNING id, title, created_at, updated_at;
+RETURNING id, title, model, created_at, updated_at;
 
 -- name: touch_chat(user_id, chat_id)!
 -- Mark the chat as just active.
@@ -53,3 +55,14 @@ WHERE id = :chat_id AND user_id = :user_id;
 UPDATE chats
 SET deleted_at = now()
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL;
+
+-- name: chat_for_send(user_id, chat_id, default_model, period)^
+-- What a send needs to know first: the live chat's model (its own, or the default) with its
+-- settings (NULL when that model is not in the table) and the tokens charged to the user this period.
+SELECT m.name, m.provider, m.context_window, m.is_enabled,
+       m.input_price_per_million, m.output_price_per_million,
+       coalesce((SELECT u.tokens FROM monthly_usage u
+                 WHERE u.user_id = :user_id AND u.period = :period), 0) AS tokens_used
+FROM chats c
+LEFT JOIN models m ON m.name = coalesce(c.model, :default_model)
+WHERE c.id = :chat_id AND c.user_id = :user_id AND c.deleted_at IS NULL;

@@ -11,13 +11,15 @@ import pytest
 from psycopg import sql as pgsql
 
 from memlayer import create_app
+from memlayer.catalog import seed_models
 from memlayer.db import get_pool
 from memlayer.embedded import embedded_server
 from memlayer.migrate import apply_migrations
+from memlayer.responders import OFFLINE, RESPONDERS_KEY, TextResponder
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
-TABLES = ("revoked_tokens", "memory_events", "memories", "messages", "chats", "users")
+TABLES = ("revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
 
 
 def with_database(url: str, name: str) -> str:
@@ -82,6 +84,7 @@ def app_factory(database_url):
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE " + ", ".join(TABLES) + " CASCADE")
+        seed_models(conn, {})
     yield build
     for app in apps:
         get_pool(app).close()
@@ -156,17 +159,23 @@ def run_together(count, action):
         return list(executor.map(start, range(count)))
 
 
-class RecordingResponder:
+class RecordingResponder(TextResponder):
     """A responder that remembers every input it was given and answers a fixed text."""
 
-    def __init__(self, answer: str = "noted"):
-        self.answer = answer
+    def __init__(self, text: str = "noted"):
+        self.text = text
         self.inputs: list[list[dict]] = []
 
-    def reply(self, messages: list[dict]) -> str:
+    def answer(self, model: str, messages: list[dict]) -> str:
         """Record the messages and answer."""
         self.inputs.append(messages)
-        return self.answer
+        return self.text
+
+
+def install_responder(app, responder, provider: str = OFFLINE):
+    """Make `responder` answer for `provider` in `app`; return it."""
+    app.extensions[RESPONDERS_KEY][provider] = responder
+    return responder
 
 
 def send(client, user: dict, chat_id: str, content: str) -> dict:

@@ -80,7 +80,7 @@ def test_serve_repeats_a_lost_stop_signal_until_gunicorn_exits():
     threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGTERM]).start()
     try:
         started = time.monotonic()
-        code = cli._run_until_stopped(child)
+        code = cli._run_until_stopped(child, deadline=45)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

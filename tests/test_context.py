@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import RecordingResponder, new_chat, new_user, send
+from conftest import RecordingResponder, install_responder, new_chat, new_user, send
 from memlayer.config import ConfigError
 from memlayer.context import (
     MEMORY_HEADER,
@@ -13,13 +13,13 @@ from memlayer.context import (
     recalled_items,
 )
 from memlayer.db import get_pool
-from memlayer.responders import RESPONDER_KEY, OfflineResponder
+from memlayer.responders import OfflineResponder, TextResponder
 
 
 @pytest.fixture
 def recorder(app):
     recording = RecordingResponder("noted")
-    app.extensions[RESPONDER_KEY] = recording
+    install_responder(app, recording)
     return recording
 
 
@@ -27,7 +27,7 @@ def recorder(app):
 def prompted_app(app_factory):
     app = app_factory(SYSTEM_PROMPT="You are a helpful assistant.", RECALL_K=3)
     recording = RecordingResponder("noted")
-    app.extensions[RESPONDER_KEY] = recording
+    install_responder(app, recording)
     return app, recording
 
 
@@ -69,7 +69,7 @@ def test_items_in_the_recent_window_are_not_repeated_as_memories(app, client, us
 def test_older_messages_of_the_same_chat_are_recalled_once_out_of_the_window(app_factory):
     app = app_factory(RECENT_MESSAGES=2)
     recorder = RecordingResponder()
-    app.extensions[RESPONDER_KEY] = recorder
+    install_responder(app, recorder)
     client = app.test_client()
     user = new_user(client)
     chat = new_chat(client, user)
@@ -86,7 +86,7 @@ def test_older_messages_of_the_same_chat_are_recalled_once_out_of_the_window(app
 def test_the_window_keeps_the_newest_messages_that_fit_the_budget(app_factory):
     app = app_factory(CONTEXT_TOKENS=300, RECALL_K=0)
     recorder = RecordingResponder("ok")
-    app.extensions[RESPONDER_KEY] = recorder
+    install_responder(app, recorder)
     client = app.test_client()
     user = new_user(client)
     chat = new_chat(client, user)
@@ -107,12 +107,12 @@ def test_reads_happen_before_the_reply_and_no_connection_is_held_during_it(app, 
     pool = get_pool(app)
     seen = {}
 
-    class Inspecting:
-        def reply(self, messages):
+    class Inspecting(TextResponder):
+        def answer(self, model, messages):
             seen.update(pool.get_stats())
             return "fine"
 
-    app.extensions[RESPONDER_KEY] = Inspecting()
+    install_responder(app, Inspecting())
     send(client, user, chat["id"], "hello")
     assert seen["pool_available"] == seen["pool_size"]  # every connection is back in the pool
 
@@ -144,11 +144,11 @@ def test_token_estimates():
 
 def test_the_offline_responder_lists_what_was_recalled():
     block = memory_block(["my cat is called Ada"], 1000)
-    reply = OfflineResponder().reply([block, {"role": "user", "content": "what is my cat called?"}])
+    reply = OfflineResponder().answer("offline", [block, {"role": "user", "content": "what is my cat called?"}])
     assert "No language model is configured" in reply
     assert "\u201cwhat is my cat called?\u201d" in reply
     assert reply.endswith("Memories I recalled for this message:\n- my cat is called Ada")
-    assert OfflineResponder().reply([{"role": "user", "content": "hi"}]).endswith(
+    assert OfflineResponder().answer("offline", [{"role": "user", "content": "hi"}]).endswith(
         "I found no memories related to this message.")
 
 

@@ -4,7 +4,7 @@ import re
 import uuid
 from datetime import datetime
 
-from conftest import bearer, count_rows, register
+from conftest import RecordingResponder, bearer, count_rows, install_responder, register
 
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
@@ -26,7 +26,8 @@ def test_full_flow(client, db):
     created = client.post("/chats", json={}, headers=headers)
     assert created.status_code == 201
     chat = created.get_json()
-    assert set(chat) == {"id", "title", "created_at", "updated_at"}
+    assert set(chat) == {"id", "title", "model", "created_at", "updated_at"}
+    assert chat["model"] is None  # the service's default model
     assert re.match(r"^Chat \d{4}-\d\d-\d\d \d\d:\d\d$", chat["title"])
     uuid.UUID(chat["id"])
 
@@ -35,6 +36,9 @@ def test_full_flow(client, db):
     reply = sent.get_json()
     assert reply["role"] == "assistant" and reply["chat_id"] == chat["id"] and reply["user_id"] == me["id"]
     assert "my cat is called Ada" in reply["content"]
+    assert reply["model"] == "offline"
+    assert reply["usage"]["prompt_tokens"] > 0 and reply["usage"]["completion_tokens"] > 0
+    assert reply["usage"]["cost"] == 0
 
     listed = client.get(f"/chats/{chat['id']}/messages", headers=headers)
     assert listed.status_code == 200
@@ -42,6 +46,8 @@ def test_full_flow(client, db):
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"] == "my cat is called Ada"
     assert messages[1]["id"] == reply["id"]
+    assert messages[0]["model"] is None and messages[0]["usage"] is None
+    assert messages[1] == reply
     assert "Link" not in listed.headers
 
     renamed = client.patch(f"/chats/{chat['id']}", json={"title": "  Cats  "}, headers=headers)
@@ -74,17 +80,10 @@ def test_send_bumps_chat_activity_and_orders_chat_list(client, user):
 
 
 def test_responder_sees_recent_history(client, user, chat, app):
-    seen = []
-
-    class Recorder:
-        def reply(self, messages):
-            seen.append(messages)
-            return "ok"
-
-    app.extensions["memlayer.responder"] = Recorder()
+    recorder = install_responder(app, RecordingResponder("ok"))
     for text in ("one", "two"):
         client.post(f"/chats/{chat['id']}/messages", json={"content": text}, headers=user["headers"])
-    assert seen[-1] == [
+    assert recorder.inputs[-1] == [
         {"role": "user", "content": "one"},
         {"role": "assistant", "content": "ok"},
         {"role": "user", "content": "two"},

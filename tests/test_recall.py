@@ -2,8 +2,7 @@
 
 import pytest
 
-from conftest import RecordingResponder, new_chat, new_user, search, send
-from memlayer.responders import RESPONDER_KEY
+from conftest import RecordingResponder, install_responder, new_chat, new_user, search, send
 
 
 def test_a_fact_told_in_one_chat_is_recalled_in_another(client, user, chat):
@@ -139,7 +138,7 @@ def test_a_deleted_memory_is_gone_from_search_at_once(client, user):
 
 def test_two_users_with_the_same_words_never_see_each_other(app, client):
     recorder = RecordingResponder()
-    app.extensions[RESPONDER_KEY] = recorder
+    install_responder(app, recorder)
     alice, bob = new_user(client), new_user(client)
     alice_chat, bob_chat = new_chat(client, alice), new_chat(client, bob)
     send(client, alice, alice_chat["id"], "my cat is called Ada")

@@ -9,16 +9,19 @@ from memlayer.db import get_pool, sql, transaction
 
 def fail_on_second_insert(monkeypatch):
     """Make the second insert of a send (the assistant's reply) raise, after the first has run."""
-    real_insert = sql.messages.insert_message
+    real_insert = sql.messages.insert_user_message
     calls = []
 
-    def insert_then_fail(conn, **params):
-        calls.append(params["role"])
-        if len(calls) == 2:
-            raise RuntimeError("injected failure between the two inserts")
+    def insert_user(conn, **params):
+        calls.append("user")
         return real_insert(conn, **params)
 
-    monkeypatch.setattr(sql.messages, "insert_message", insert_then_fail)
+    def fail(conn, **params):
+        calls.append("assistant")
+        raise RuntimeError("injected failure between the two inserts")
+
+    monkeypatch.setattr(sql.messages, "insert_user_message", insert_user)
+    monkeypatch.setattr(sql.messages, "insert_assistant_message", fail)
     return calls
 
 

@@ -1,4 +1,4 @@
-"""/chats: list, open, read, rename and (soft) delete a user's chats."""
+"""/chats: list, open, read, change (title, model) and (soft) delete a user's chats."""
 
 from datetime import datetime, timezone
 from uuid import UUID
@@ -6,6 +6,7 @@ from uuid import UUID
 from flask import Blueprint
 from flask_jwt_extended import jwt_required
 
+from memlayer.catalog import check_choice
 from memlayer.conversation import chat_not_found
 from memlayer.db import get_pool, sql
 from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
@@ -48,10 +49,13 @@ def list_chats():
 @bp.post("")
 @jwt_required()
 def create_chat():
-    """Open a new chat (default title: the current UTC time)."""
+    """Open a new chat (default title: the current UTC time; default model: the service's)."""
     body = load_body(_create, empty_ok=True)
     with get_pool().connection() as conn, conn.transaction():
-        chat = sql.chats.create_chat(conn, user_id=current_user_id(), title=body.get("title") or default_title())
+        check_choice(conn, body["model"])
+        chat = sql.chats.create_chat(
+            conn, user_id=current_user_id(), title=body.get("title") or default_title(), model=body["model"]
+        )
     return _chat.dump(chat), 201
 
 
@@ -68,11 +72,13 @@ def get_chat(chat_id: UUID):
 
 @bp.patch("/<uuid:chat_id>")
 @jwt_required()
-def rename_chat(chat_id: UUID):
-    """Change a chat's title."""
+def update_chat(chat_id: UUID):
+    """Change a chat's title, its model (null: the service's default), or both."""
     body = load_body(_update)
     with get_pool().connection() as conn, conn.transaction():
-        chat = sql.chats.rename_chat(conn, user_id=current_user_id(), chat_id=chat_id, title=body["title"])
+        check_choice(conn, body.get("model"))
+        chat = sql.chats.update_chat(conn, user_id=current_user_id(), chat_id=chat_id, title=body.get("title"),
+                                     set_model="model" in body, model=body.get("model"))
     if chat is None:
         raise chat_not_found()
     return _chat.dump(chat)

@@ -5,12 +5,12 @@ from uuid import UUID
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
-from memlayer.context import ContextSettings, assemble_context
-from memlayer.conversation import chat_not_found, store_exchange
+from memlayer.conversation import chat_not_found, prepare_turn, store_exchange
 from memlayer.db import get_pool, sql
 from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
-from memlayer.responders import current_responder
+from memlayer.responders import responder_for
 from memlayer.schemas import MessageCreateSchema, MessageSchema, load_body
+from memlayer.streaming import event_stream, wants_event_stream
 from memlayer.tokens import current_user_id
 
 bp = Blueprint("messages", __name__, url_prefix="/chats")
@@ -43,13 +43,15 @@ def list_messages(chat_id: UUID):
 @bp.post("/<uuid:chat_id>/messages")
 @jwt_required()
 def send_message(chat_id: UUID):
-    """Store the user's message and the assistant's reply together; answer the reply."""
+    """Send a message: the model's reply and the message are stored together (JSON, or SSE when asked)."""
     content = load_body(_create)["content"]
-    user_id, settings = current_user_id(), ContextSettings.from_config(current_app.config)
     with get_pool().connection() as conn, conn.transaction():
-        context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=settings)
-    # No connection is held while the reply is generated: it may be slow.
-    reply = current_responder().reply(context)
+        turn = prepare_turn(conn, user_id=current_user_id(), chat_id=chat_id, content=content, config=current_app.config)
+    # No connection is held while the model answers: that may take many seconds.
+    responder = responder_for(turn.model.provider)
+    if wants_event_stream():
+        return event_stream(turn, responder.stream(turn.model.name, turn.context), _message.dump)
+    reply = responder.reply(turn.model.name, turn.context)
     with get_pool().connection() as conn, conn.transaction():
-        assistant = store_exchange(conn, user_id=user_id, chat_id=chat_id, content=content, reply=reply)
+        assistant = store_exchange(conn, turn, reply)
     return _message.dump(assistant), 201

@@ -1,0 +1,23 @@
+"""/models: the language models a chat can choose."""
+
+from flask import Blueprint, current_app
+from flask_jwt_extended import jwt_required
+
+from memlayer import config as settings
+from memlayer.catalog import is_usable
+from memlayer.db import get_pool, sql
+from memlayer.schemas import ModelSchema
+
+bp = Blueprint("models", __name__, url_prefix="/models")
+
+_model = ModelSchema()
+
+
+@bp.get("")
+@jwt_required()
+def list_models():
+    """The enabled models this service can answer with, by name."""
+    with get_pool().connection() as conn, conn.transaction():
+        rows = list(sql.models.list_enabled_models(conn))
+    default = settings.default_model(current_app.config)
+    return _model.dump([{**row, "is_default": row["name"] == default} for row in rows if is_usable(row)], many=True)

@@ -1,0 +1,57 @@
+"""Server-Sent Events for POST /chats/{id}/messages with `Accept: text/event-stream`.
+
+Events: `delta` {"content"} per piece of the reply, then `message` (the stored assistant Message) once the
+pair is committed, or `error` {"detail", "status"} when anything fails, in which case nothing was written.
+"""
+
+import json
+import logging
+
+from flask import Response, current_app, request, stream_with_context
+
+from memlayer.conversation import Turn, store_exchange
+from memlayer.db import get_pool
+from memlayer.replies import ReplyStream
+
+logger = logging.getLogger(__name__)
+
+EVENT_STREAM = "text/event-stream"
+
+
+def wants_event_stream() -> bool:
+    """Whether the client asked for SSE rather than JSON (curl's default */* gets JSON)."""
+    return request.accept_mimetypes.best_match(["application/json", EVENT_STREAM]) == EVENT_STREAM
+
+
+def sse(event: str, data: dict) -> str:
+    """One Server-Sent Event (JSON data on a single line)."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def event_stream(turn: Turn, stream: ReplyStream, dump_message) -> Response:
+    """Relay the reply's pieces as they come, then store the pair and send it; a failure ends with an error event.
+
+    A client that disconnects makes the next write fail: the server closes this generator at its
+    current `yield`, before anything is stored, and `finally` drops the provider's stream.
+    """
+
+    def events():
+        try:
+            for piece in stream:
+                yield sse("delta", {"content": piece})
+            with get_pool().connection() as conn, conn.transaction():
+                assistant = store_exchange(conn, turn, stream.reply)
+            yield sse("message", dump_message(assistant))
+        except Exception as error:  # the status line is sent already: every failure becomes an event
+            answer = current_app.handle_user_exception(error)
+            yield sse("error", {"detail": answer.get_json()["detail"], "status": answer.status_code})
+        finally:
+            stream.close()
+
+    return Response(
+        stream_with_context(events()),
+        status=200,
+        mimetype=EVENT_STREAM,
+        # no-cache: never replay a reply; X-Accel-Buffering: nginx must pass each event on at once.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
