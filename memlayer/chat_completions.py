@@ -43,7 +43,7 @@ class ChatCompletionsResponder:
             timeout=httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT_SECONDS, timeout)),
             limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
         )
-        self._sleep = sleep
+        self.sleep = sleep  # replaceable, so tests can record the pauses instead of taking them
 
     def reply(self, model: str, messages: list[dict]) -> Reply:
         """Ask for the whole reply at once."""
@@ -86,7 +86,7 @@ class ChatCompletionsResponder:
                 retry_after = response.headers.get("Retry-After") if status == 429 else None
                 raise failed(f"HTTP {status}", headers={"Retry-After": retry_after} if retry_after else None)
             logger.warning("model provider answered HTTP %d (attempt %d); retrying in %.2f s", status, attempt + 1, wait)
-            self._sleep(wait)
+            self.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
 

@@ -15,7 +15,9 @@ from memlayer.catalog import seed_models
 from memlayer.db import get_pool
 from memlayer.embedded import embedded_server
 from memlayer.migrate import apply_migrations
-from memlayer.responders import OFFLINE, RESPONDERS_KEY, TextResponder
+from memlayer.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
+
+from fake_provider import FakeProvider
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
@@ -197,3 +199,33 @@ def search(client, user: dict, q: str, **params) -> list[dict]:
     response = client.get("/memories/search", query_string={"q": q, **params}, headers=user["headers"])
     assert response.status_code == 200, response.get_json()
     return response.get_json()
+
+
+LLM_MODEL = "fake-model"
+LLM_API_KEY = "sk-test-KEY-that-must-never-leak"
+
+
+@pytest.fixture
+def provider():
+    """A local fake Chat Completions server."""
+    fake = FakeProvider().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def llm_app(app_factory, provider, database_url):
+    """An app whose default model is answered by the fake provider (1 s timeout); retry pauses are recorded, not slept."""
+    app = app_factory(LLM_BASE_URL=provider.url, LLM_MODEL=LLM_MODEL, LLM_API_KEY=LLM_API_KEY, LLM_TIMEOUT=1.0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed_models(conn, app.config)
+    responder = app.extensions[RESPONDERS_KEY][OPENAI]
+    responder.waits = []
+    responder.sleep = responder.waits.append
+    return app
+
+
+@pytest.fixture
+def llm_client(llm_app):
+    """A test client of llm_app."""
+    return llm_app.test_client()
