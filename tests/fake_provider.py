@@ -185,9 +185,9 @@ class FakeProvider:
         """Use these behaviours for the next requests, in order."""
         self._script.extend(behaviours)
 
-    def gather(self, count: int, timeout: float = 10.0) -> None:
-        """Hold each request until `count` requests are in flight at once (proves they overlap)."""
-        self._gate = threading.Barrier(count, timeout=timeout)
+    def gather(self, count: int | None, timeout: float = 10.0) -> None:
+        """Hold each request until `count` requests are in flight at once (proves they overlap); None stops it."""
+        self._gate = threading.Barrier(count, timeout=timeout) if count else None
 
     def pause(self) -> None:
         """Hold every request that arrives from now on until resume()."""
