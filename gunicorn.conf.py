@@ -2,10 +2,11 @@
 
 import os
 
-from memlayer import config
-from memlayer.responders import close_all
+# Every public name here is read as a gunicorn setting (`config` is one), hence the underscores.
+from memlayer import config as _config
+from memlayer.responders import close_all as _close_all
 
-settings = config.load()
+_settings = _config.load()
 
 bind = os.environ.get("MEMLAYER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MEMLAYER_WORKERS", "2"))
@@ -17,7 +18,7 @@ threads = int(os.environ.get("MEMLAYER_THREADS", "64"))
 # Each worker imports wsgi.py itself, so its connection pool is opened after fork, never in the master.
 preload_app = False
 # In-flight sends may finish at shutdown (and gthread's heartbeat may lag) for longer than a model call takes.
-graceful_timeout = config.graceful_timeout(settings)
+graceful_timeout = _config.graceful_timeout(_settings)
 timeout = graceful_timeout
 keepalive = 5
 # The app logs one access line per request, with its request id.
@@ -34,4 +35,4 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "memlayer.pool" in app.extensions:
         app.extensions["memlayer.pool"].close()
-        close_all(app)
+        _close_all(app)

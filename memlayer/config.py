@@ -1,5 +1,6 @@
 """Settings: defaults, MEMLAYER_* environment variables, and start-up checks."""
 
+import math
 import os
 from datetime import timedelta
 
@@ -118,9 +119,9 @@ def default_model(config) -> str:
     return str(config["LLM_MODEL"]) if llm_base_url(config) else OFFLINE_MODEL
 
 
-def graceful_timeout(config) -> float:
-    """Seconds gunicorn lets in-flight requests finish at shutdown: longer than a model call may take."""
-    return float(config["LLM_TIMEOUT"]) + 15
+def graceful_timeout(config) -> int:
+    """Whole seconds gunicorn lets in-flight requests finish at shutdown: longer than a model call may take."""
+    return math.ceil(float(config["LLM_TIMEOUT"])) + 15
 
 
 def cors_origins(config) -> list[str]:

@@ -40,14 +40,14 @@ def call(base, method, path, body=None, token=None):
 class Server:
     """A `memlayer serve` process on a free port."""
 
-    def __init__(self, env_overrides: dict):
+    def __init__(self, env_overrides: dict, workers: int = 2):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMLAYER_")}
         env.update({"MEMLAYER_BIND": f"127.0.0.1:{self.port}", "MEMLAYER_PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
         env.update(env_overrides)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "memlayer", "serve", "--workers", "2"],
+            [sys.executable, "-m", "memlayer", "serve", "--workers", str(workers)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
 
