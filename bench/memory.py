@@ -109,12 +109,12 @@ def measure_recall(pool, user_id, texts: list[str]) -> dict:
 class Service:
     """`memlayer serve` on a free port for the length of the run."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, env: dict | None = None):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": f"127.0.0.1:{self.port}",
-               "MEMLAYER_LOG_LEVEL": "WARNING"}
+               "MEMLAYER_LOG_LEVEL": "WARNING", **(env or {})}
         self.process = subprocess.Popen([sys.executable, "-m", "memlayer", "serve", "--workers", "2"], env=env, cwd=ROOT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -1,0 +1,170 @@
+"""Slow model: 64 sends wait on a model that takes 2 s while GET /chats is timed and the pool watched.
+
+Runs `memlayer serve` (gunicorn, gthread) twice against the tests' fake Chat Completions server: with the
+configured threads per worker (64) and with 4, to show what the thread count buys. Prints a table and writes
+bench/results/slow-model-<date>.json. Usage: python bench/slow_model.py [--seconds 15] [--threads 64 4]
+"""
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the fake model is the one the tests use
+
+from fake_provider import FakeProvider, Reply  # noqa: E402
+from memory import Service, percentiles  # noqa: E402  (bench/ is on sys.path when run as a script)
+from memlayer.embedded import ensure_database, start_embedded  # noqa: E402
+from memlayer.migrate import apply_migrations  # noqa: E402
+
+SENDERS = 64
+MODEL_SECONDS = 2.0
+PASSWORD = "bench password 1234"
+
+
+def fresh_database() -> str:
+    """An empty, migrated database for this run (embedded unless MEMLAYER_DATABASE_URL is set)."""
+    given = os.environ.get("MEMLAYER_DATABASE_URL")
+    if given:
+        ensure_database(given, "memlayer_bench_slow")
+        url = urlunsplit(urlsplit(given)._replace(path="/memlayer_bench_slow"))
+    else:
+        url = start_embedded(str(ROOT / ".memlayer" / "bench"), database="memlayer_bench_slow")
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens, monthly_usage")
+    return url
+
+
+class Client:
+    """One keep-alive HTTP connection to the service."""
+
+    def __init__(self, port: int, token: str | None = None):
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.token = token
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | list | None]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self.connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = self.connection.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+
+def worker_rss_mb(service: Service) -> list[float]:
+    """Resident memory of each gunicorn worker (the master's children)."""
+    processes = psutil.Process(service.process.pid).children(recursive=True)
+    masters = [p for p in processes if any(c.pid in {q.pid for q in processes} for c in p.children())]
+    workers = [c for master in masters for c in master.children()]
+    return [round(w.memory_info().rss / 2**20, 1) for w in workers]
+
+
+def run(url: str, threads: int, seconds: float) -> dict:
+    """One service with `threads` per worker: idle and loaded GET /chats latency, pool waits, sends, RSS."""
+    model = FakeProvider()
+    model.default = Reply("A considered answer, after some thought.", delay=MODEL_SECONDS)
+    model.start()
+    service = Service(url, env={"MEMLAYER_LLM_BASE_URL": model.url, "MEMLAYER_LLM_MODEL": "slow-model",
+                                "MEMLAYER_THREADS": str(threads)})
+    try:
+        email = f"slow-{threads}@example.com"
+        anonymous = Client(service.port)
+        anonymous.request("POST", "/auth/register", {"email": email, "password": PASSWORD})
+        token = anonymous.request("POST", "/auth/login", {"email": email, "password": PASSWORD})[1]["access_token"]
+        reader = Client(service.port, token)
+        chats = [reader.request("POST", "/chats", {"title": f"chat {n}"})[1]["id"] for n in range(SENDERS)]
+
+        def time_gets(count: int) -> list[float]:
+            samples = []
+            for _ in range(count):
+                started = time.perf_counter()
+                status, _ = reader.request("GET", "/chats?limit=20")
+                samples.append((time.perf_counter() - started) * 1000)
+                assert status == 200, status
+            return samples
+
+        time_gets(20)
+        idle = percentiles(time_gets(200))
+
+        stop, sends, errors = threading.Event(), [], []
+
+        def sender(chat_id: str) -> None:
+            client = Client(service.port, token)
+            while not stop.is_set():
+                started = time.perf_counter()
+                status, _ = client.request("POST", f"/chats/{chat_id}/messages", {"content": "think about this"})
+                (sends if status == 201 else errors).append((time.perf_counter() - started) * 1000)
+
+        senders = [threading.Thread(target=sender, args=(chat_id,)) for chat_id in chats]
+        for thread in senders:
+            thread.start()
+        model.wait_for(lambda: model.in_flight >= min(SENDERS, 2 * threads), timeout=10)
+        loaded, waiting, deadline = [], [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            loaded += time_gets(10)
+            waiting.append(reader.request("GET", "/health/db-pool")[1].get("requests_waiting", 0))
+        in_flight_while_measuring = model.peak_in_flight
+        stop.set()
+        for thread in senders:
+            thread.join()
+        rss = worker_rss_mb(service)
+    finally:
+        service.stop()
+        model.stop()
+    return {
+        "threads_per_worker": threads, "workers": 2, "model_seconds": MODEL_SECONDS,
+        "model_calls_in_flight_peak": in_flight_while_measuring,
+        "sends_completed": len(sends), "send_errors": len(errors),
+        "send_latency": percentiles(sends) if sends else None,
+        "get_chats_idle": idle, "get_chats_loaded": percentiles(loaded) | p90(loaded),
+        "pool_requests_waiting_max": max(waiting), "worker_rss_mb": rss,
+    }
+
+
+def p90(samples: list[float]) -> dict:
+    ordered = sorted(samples)
+    return {"p90_ms": round(ordered[int(len(ordered) * 0.9)], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="how long GET /chats is timed under load")
+    parser.add_argument("--threads", type=int, nargs="+", default=[64, 4], help="threads per worker to compare")
+    args = parser.parse_args()
+    url = fresh_database()
+    runs = [run(url, threads, args.seconds) for threads in args.threads]
+
+    print(f"\n{SENDERS} clients sending in a loop to a model that answers in {MODEL_SECONDS:.0f} s; "
+          "GET /chats timed meanwhile (2 gunicorn gthread workers)\n")
+    header = ("threads/worker", "model calls in flight", "sends done", "send errors", "send p50 ms",
+              "GET /chats idle p50", "loaded p50", "loaded p90", "loaded p99", "requests_waiting max", "worker RSS MB")
+    print(" | ".join(header))
+    for r in runs:
+        loaded = r["get_chats_loaded"]
+        print(" | ".join(str(v) for v in (
+            r["threads_per_worker"], r["model_calls_in_flight_peak"], r["sends_completed"], r["send_errors"],
+            r["send_latency"]["p50_ms"] if r["send_latency"] else "-", r["get_chats_idle"]["p50_ms"],
+            loaded["p50_ms"], loaded["p90_ms"], loaded["p99_ms"], r["pool_requests_waiting_max"],
+            ", ".join(map(str, r["worker_rss_mb"])))))
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"slow-model-{date.today().isoformat()}.json"
+    out.write_text(json.dumps({"date": date.today().isoformat(), "cpus": os.cpu_count(), "senders": SENDERS,
+                               "runs": runs}, indent=2) + "\n")
+    print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
