@@ -13,30 +13,23 @@ and prints the EXPLAIN (ANALYZE, BUFFERS) plan of one heavy-user recall. Writes 
 """
 
 import argparse
-import http.client
 import json
 import os
-import socket
-import statistics
-import subprocess
-import sys
 import time
 from datetime import date
-from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import psycopg
 from werkzeug.security import generate_password_hash
 
-from memory_data import Plan, TextMaker, seed  # bench/ is on sys.path when run as a script
+from harness import ROOT, Service, bench_database_url, percentiles  # bench/ is on sys.path when run as a script
+from memory_data import Plan, TextMaker, seed
 from memlayer import config
 from memlayer.db import create_pool, sql
-from memlayer.embedded import ensure_database, start_embedded
 from memlayer.migrate import apply_migrations
 from memlayer.pagination import encode_cursor
 from memlayer.recall import recall
 
-ROOT = Path(__file__).resolve().parent.parent
 
 PASSWORD = "bench password 1234"
 CAT_QUESTION = "what was my cat called again?"
@@ -44,35 +37,20 @@ CAT_QUESTION = "what was my cat called again?"
 
 def bench_database(reseed: bool, plan: Plan) -> str:
     """URL of the benchmark database, migrated and seeded."""
-    given = os.environ.get("MEMLAYER_DATABASE_URL")
-    if given:
-        ensure_database(given, "memlayer_bench")
-        url = urlunsplit(urlsplit(given)._replace(path="/memlayer_bench"))
-    else:
-        url = start_embedded(str(ROOT / ".memlayer" / "bench"), database="memlayer_bench")
+    url = bench_database_url("memlayer_bench")
     apply_migrations(url)
     with psycopg.connect(url, autocommit=True) as conn:
         users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
         if reseed or users != plan.users:
             print(f"seeding {plan.users:,} users and {plan.messages:,} messages (a few minutes)...", flush=True)
             started = time.monotonic()
-            conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens")
+            conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens, monthly_usage")
             emails = [f"bench-{i}@example.com" for i in range(plan.users)]
             with conn.transaction():
                 seed(conn, plan, generate_password_hash(PASSWORD, "scrypt:16384:8:1"), emails)
             conn.execute("VACUUM ANALYZE")
             print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
     return url
-
-
-def percentiles(samples_ms: list[float]) -> dict:
-    """p50 and p99 (ms) and the sample count."""
-    ordered = sorted(samples_ms)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-    }
 
 
 def user_facts(conn, email: str) -> dict:
@@ -104,60 +82,6 @@ def measure_recall(pool, user_id, texts: list[str]) -> dict:
             recall(conn, user_id=user_id, text=text, limit=5)
         samples.append((time.perf_counter() - started) * 1000)
     return percentiles(samples)
-
-
-class Service:
-    """`memlayer serve` on a free port for the length of the run."""
-
-    def __init__(self, database_url: str, env: dict | None = None):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": f"127.0.0.1:{self.port}",
-               "MEMLAYER_LOG_LEVEL": "WARNING", **(env or {})}
-        self.process = subprocess.Popen([sys.executable, "-m", "memlayer", "serve", "--workers", "2"], env=env, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.request("GET", "/health")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise SystemExit("the service did not start")
-
-    def request(self, method: str, path: str, body: dict | None = None, token: str | None = None):
-        """One request on the run's keep-alive connection (reopened after an error); returns (status, parsed body)."""
-        if not hasattr(self, "connection"):
-            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            self.connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            response = self.connection.getresponse()
-            raw = response.read()
-        except (http.client.HTTPException, OSError):
-            del self.connection
-            raise
-        return response.status, json.loads(raw) if raw else None
-
-    def timed(self, paths: list[str], token: str) -> dict:
-        """p50/p99 of GETs of each path in turn (after a warm-up), failing on any non-200."""
-        for path in paths[:20]:
-            self.request("GET", path, token=token)
-        samples = []
-        for path in paths:
-            started = time.perf_counter()
-            status, body = self.request("GET", path, token=token)
-            samples.append((time.perf_counter() - started) * 1000)
-            if status != 200:
-                raise SystemExit(f"GET {path} answered {status}: {body}")
-        return percentiles(samples)
-
-    def stop(self) -> None:
-        """Stop the service (and gunicorn under it)."""
-        self.process.send_signal(subprocess.signal.SIGINT)
-        self.process.wait(timeout=60)
 
 
 def main() -> None:

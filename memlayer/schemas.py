@@ -64,6 +64,15 @@ class LoginSchema(_CredentialsSchema):
     password = Text(required=True, strip=False, validate=validate.Length(max=1024))
 
 
+class _PatchSchema(Schema):
+    """A PATCH body: every field optional, at least one given."""
+
+    @validates_schema
+    def require_a_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError(f"Give at least one of: {', '.join(self.fields)}.", "_schema")
+
+
 class ChatCreateSchema(Schema):
     """Body of POST /chats: both optional; no model (or null) means the service's default model."""
 
@@ -71,16 +80,11 @@ class ChatCreateSchema(Schema):
     model = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
 
 
-class ChatUpdateSchema(Schema):
+class ChatUpdateSchema(_PatchSchema):
     """Body of PATCH /chats/{id}: a new title, a model (null: the service's default), or both."""
 
     title = Text(validate=validate.Length(max=MAX_TITLE_LENGTH))
     model = Text(allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
-
-    @validates_schema
-    def require_a_change(self, data, **kwargs):
-        if not data:
-            raise ValidationError("Give title, model, or both.", "_schema")
 
 
 class MessageCreateSchema(Schema):
@@ -111,16 +115,11 @@ class MemoryCreateSchema(Schema):
     key = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
 
 
-class MemoryUpdateSchema(Schema):
+class MemoryUpdateSchema(_PatchSchema):
     """Body of PATCH /memories/{id}: content, key (null removes it), or both."""
 
     content = Text(validate=validate.Length(max=MAX_MEMORY_LENGTH))
     key = Text(allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
-
-    @validates_schema
-    def require_a_change(self, data, **kwargs):
-        if not data:
-            raise ValidationError("Give content, key, or both.", "_schema")
 
 
 class SearchQuerySchema(Schema):

@@ -5,15 +5,12 @@ pair is committed, or `error` {"detail", "status"} when anything fails, in which
 """
 
 import json
-import logging
 
 from flask import Response, current_app, request, stream_with_context
 
 from memlayer.conversation import Turn, store_exchange
 from memlayer.db import get_pool
 from memlayer.replies import ReplyStream
-
-logger = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 
