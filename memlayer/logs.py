@@ -57,6 +57,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         )
     root.addHandler(handler)
     root.setLevel(level)
+    # httpx and httpcore log every model request (with its URL) at INFO/DEBUG; our own lines say what matters.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _start_request() -> None:

@@ -1,5 +1,6 @@
 """Replies from a real (local, fake) Chat Completions server: what it is sent, what is stored, how failures end."""
 
+import logging
 import threading
 from decimal import Decimal
 
@@ -166,11 +167,13 @@ def test_no_database_connection_is_held_while_the_provider_thinks(app_factory, p
     assert count_rows(db, "messages") == 40
 
 
-def test_the_api_key_never_reaches_the_logs(llm_client, provider, caplog):
+def test_no_key_provider_text_or_message_reaches_the_logs(llm_client, provider, caplog):
+    caplog.set_level(logging.DEBUG)
     user = new_user(llm_client)
     chat = new_chat(llm_client, user)
-    provider.script(Status(500), Status(500), Status(500), Malformed(), Hang(5))
-    for _ in range(3):
-        post_message(llm_client, user, chat["id"])
+    provider.script(Status(500), Status(500), Status(500), Malformed(), Hang(5), Reply("PRIVATE-REPLY"))
+    for _ in range(4):
+        post_message(llm_client, user, chat["id"], "PRIVATE-MESSAGE")
     assert "model provider" in caplog.text  # the failures were logged ...
-    assert LLM_API_KEY not in caplog.text and "PROVIDER-SECRET-DETAIL" not in caplog.text  # ... without secrets
+    for secret in (LLM_API_KEY, "PROVIDER-SECRET-DETAIL", "PRIVATE-MESSAGE", "PRIVATE-REPLY"):
+        assert secret not in caplog.text  # ... without secrets or anybody's words
