@@ -117,3 +117,13 @@ def test_recall_is_never_prepared(database_url, skewed):
             assert recall(conn, user_id=skewed["user_id"], text="cat", limit=5)
         prepared = conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()
     assert not [row for row in prepared if "search_vector" in row["statement"]]
+
+
+def test_usage_reads_only_its_covering_index(database_url, skewed):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE messages SET model = 'offline', prompt_tokens = 10, completion_tokens = 5, cost = 0 "
+                     "WHERE role = 'assistant'")
+        conn.execute("VACUUM ANALYZE messages")  # a fresh visibility map, as autovacuum keeps it
+    plan = generic_plan(database_url, sql.usage.usage_by_model, user_id=skewed["user_id"],
+                        start="2000-01-01", end="2100-01-01")
+    assert "Index Only Scan using messages_usage_idx" in plan, plan

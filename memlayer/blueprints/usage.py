@@ -1,7 +1,5 @@
 """/usage: a user's tokens and cost per model, and the monthly quota."""
 
-from decimal import Decimal
-
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
@@ -16,8 +14,6 @@ bp = Blueprint("usage", __name__, url_prefix="/usage")
 _query = UsageQuerySchema()
 _usage = UsageSchema()
 
-TOTALS = ("messages", "prompt_tokens", "completion_tokens", "cost")
-
 
 @bp.get("")
 @jwt_required()
@@ -30,15 +26,10 @@ def usage():
         raise ValidationError({"from": ["Must be before 'to'."]})
     monthly_quota, user_id = current_app.config["MONTHLY_TOKEN_QUOTA"], current_user_id()
     with get_pool().connection() as conn, conn.transaction():
-        models = list(sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end))
+        *models, total = sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end)
         used = sql.usage.tokens_used(conn, user_id=user_id, period=quota.period_of(now)) if monthly_quota else None
-    for row in models:
-        row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]
-    total = {key: sum((row[key] for row in models), Decimal(0) if key == "cost" else 0) for key in TOTALS}
-    total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
     return _usage.dump({
         "start": start, "end": end, "models": models, "total": total,
         "quota": None if used is None else
         {"monthly_tokens": monthly_quota, "used": used, "renews_at": quota.next_period(now)},
     })
-
