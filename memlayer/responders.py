@@ -43,7 +43,7 @@ class OfflineResponder(TextResponder):
         else:
             memory = "I found no memories related to this message."
         return (
-            "No language model is configured, so this is an automatic reply. "
+            "No language model answers this chat, so this is an automatic reply. "
             f"You said: \u201c{quote}\u201d\n{memory}"
         )
 

@@ -145,7 +145,7 @@ def test_token_estimates():
 def test_the_offline_responder_lists_what_was_recalled():
     block = memory_block(["my cat is called Ada"], 1000)
     reply = OfflineResponder().answer("offline", [block, {"role": "user", "content": "what is my cat called?"}])
-    assert "No language model is configured" in reply
+    assert "No language model answers this chat" in reply
     assert "\u201cwhat is my cat called?\u201d" in reply
     assert reply.endswith("Memories I recalled for this message:\n- my cat is called Ada")
     assert OfflineResponder().answer("offline", [{"role": "user", "content": "hi"}]).endswith(

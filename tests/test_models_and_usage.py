@@ -55,7 +55,7 @@ def test_a_chat_uses_the_model_it_chose(llm_client, provider, db):
     assert changed.status_code == 200 and changed.get_json()["model"] == "offline"
     assert changed.get_json()["title"] == "t"  # untouched
     reply = send(llm_client, user, chat["id"], "hello again")
-    assert reply["model"] == "offline" and "No language model is configured" in reply["content"]
+    assert reply["model"] == "offline" and "No language model answers this chat" in reply["content"]
     assert len(provider.requests) == 1
 
     reset = llm_client.patch(f"/chats/{chat['id']}", json={"model": None}, headers=user["headers"])

@@ -11,7 +11,7 @@ def test_a_fact_told_in_one_chat_is_recalled_in_another(client, user, chat):
 
     reply = send(client, user, other["id"], "what is my cat called?")
 
-    assert "No language model is configured" in reply["content"]
+    assert "No language model answers this chat" in reply["content"]
     assert "Memories I recalled for this message:\n- my cat is called Ada" in reply["content"]
 
 
