@@ -4,7 +4,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
 
-from memlayer import config, db, errors, logs, responders, tokens
+from memlayer import config, db, errors, headers, logs, responders, tokens
 from memlayer.blueprints import auth, chats, docs, health, memories, messages, models, usage
 from memlayer.embedded import resolve_database_url
 
@@ -31,6 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     logs.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     app.config["DATABASE_URL"] = resolve_database_url(app.config)
     db.init_app(app)
     tokens.init_app(app)

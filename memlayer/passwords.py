@@ -11,6 +11,11 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
 
+def needs_rehash(stored_hash: str) -> bool:
+    """Whether a stored hash was made with other parameters than the configured method's (e.g. werkzeug's p=1)."""
+    return stored_hash.split("$", 1)[0] != _dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]).split("$", 1)[0]
+
+
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Check a password; with no stored hash, spend the same time on a dummy and fail."""
     if stored_hash is None:

@@ -49,6 +49,6 @@ def event_stream(turn: Turn, stream: ReplyStream, dump_message) -> Response:
         stream_with_context(events()),
         status=200,
         mimetype=EVENT_STREAM,
-        # no-cache: never replay a reply; X-Accel-Buffering: nginx must pass each event on at once.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # X-Accel-Buffering: nginx must pass each event on at once (Cache-Control: no-store comes from headers.py).
+        headers={"X-Accel-Buffering": "no"},
     )

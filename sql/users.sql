@@ -25,3 +25,9 @@ WHERE id = :user_id;
 SELECT id, email, created_at
 FROM users
 WHERE id = :user_id;
+
+-- name: upgrade_password_hash(user_id, old_hash, new_hash)!
+-- Replace a hash made with older parameters, unless the password changed meanwhile.
+UPDATE users
+SET password_hash = :new_hash
+WHERE id = :user_id AND password_hash = :old_hash;

@@ -31,7 +31,7 @@ def test_deltas_from_the_provider_then_the_stored_message(llm_client, provider, 
 
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"
     events = parse_events(response.get_data(as_text=True))
     assert [name for name, _ in events] == ["delta"] * 4 + ["message"]
     assert [data["content"] for _, data in events[:4]] == ["Your ", "cat ", "is ", "Ada."]

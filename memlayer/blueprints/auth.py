@@ -5,7 +5,7 @@ from flask_jwt_extended import get_jwt, jwt_required
 
 from memlayer.db import get_pool, sql
 from memlayer.errors import Conflict, NotFound, Unauthorized
-from memlayer.passwords import hash_password, verify_password
+from memlayer.passwords import hash_password, needs_rehash, verify_password
 from memlayer.schemas import AccessTokenSchema, LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
 from memlayer.tokens import current_user_id, issue_access_token, issue_tokens, revocations_for_current_token
 
@@ -38,6 +38,10 @@ def login():
         user = sql.users.get_user_by_email(conn, email=body["email"])
     if not verify_password(user["password_hash"] if user else None, body["password"]):
         raise Unauthorized("Incorrect email or password", headers={"WWW-Authenticate": "Bearer"})
+    if needs_rehash(user["password_hash"]):
+        upgraded = hash_password(body["password"])  # hashed with no connection borrowed
+        with get_pool().connection() as conn, conn.transaction():
+            sql.users.upgrade_password_hash(conn, user_id=user["id"], old_hash=user["password_hash"], new_hash=upgraded)
     return _tokens.dump(issue_tokens(user["id"]))
 
 
