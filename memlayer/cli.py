@@ -123,12 +123,13 @@ def _print_models(rows: list[dict]) -> None:
 
 @models.command("add")
 @click.argument("name")
-@click.option("--provider", type=click.Choice(["openai", "offline"]), default="openai", show_default=True,
-              help="openai: the OpenAI-compatible API at MEMLAYER_LLM_BASE_URL; offline: the built-in responder.")
+@click.option("--provider", type=click.Choice(["openai", "offline"]),
+              help="openai (default for a new model): the OpenAI-compatible API at MEMLAYER_LLM_BASE_URL; "
+                   "offline: the built-in responder.")
 @click.option("--context-window", type=click.IntRange(min=512), help="Tokens the model accepts (default 8192).")
 @click.option("--input-price", type=click.FloatRange(min=0), help="Price per million prompt tokens (default 0).")
 @click.option("--output-price", type=click.FloatRange(min=0), help="Price per million completion tokens (default 0).")
-def models_add(name: str, provider: str, context_window: int | None, input_price: float | None,
+def models_add(name: str, provider: str | None, context_window: int | None, input_price: float | None,
                output_price: float | None) -> None:
     """Add a model, or enable and update the one with this NAME (unset options keep their value)."""
     if not name.strip() or len(name) > 200:

@@ -116,6 +116,12 @@ def llm_base_url(config) -> str | None:
     return None
 
 
+def llm_api_key(config) -> str | None:
+    """The provider's API key as text (environment values are parsed as JSON, so digits arrive as numbers)."""
+    key = config.get("LLM_API_KEY")
+    return str(key) if key else None
+
+
 def default_model(config) -> str:
     """The model of chats that did not choose one: MEMLAYER_LLM_MODEL with a provider, else the offline responder."""
     return str(config["LLM_MODEL"]) if llm_base_url(config) else OFFLINE_MODEL

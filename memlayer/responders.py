@@ -54,7 +54,7 @@ def init_app(app: Flask) -> None:
     base_url = settings.llm_base_url(app.config)
     if base_url is not None:
         responders[OPENAI] = ChatCompletionsResponder(
-            base_url, api_key=app.config.get("LLM_API_KEY"), timeout=float(app.config["LLM_TIMEOUT"])
+            base_url, api_key=settings.llm_api_key(app.config), timeout=float(app.config["LLM_TIMEOUT"])
         )
     app.extensions[RESPONDERS_KEY] = responders
 

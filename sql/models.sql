@@ -18,12 +18,13 @@ FROM models
 WHERE name = :name;
 
 -- name: add_model(name, provider, context_window, input_price_per_million, output_price_per_million)^
--- Add a model, or enable and update the one with this name (NULL settings keep their current value).
+-- Add a model (provider 'openai' unless given), or enable and update the one with this name
+-- (NULL settings keep their current value).
 INSERT INTO models AS m (name, provider, context_window, input_price_per_million, output_price_per_million)
-VALUES (:name, :provider, coalesce(:context_window, 8192),
+VALUES (:name, coalesce(:provider, 'openai'), coalesce(:context_window, 8192),
         coalesce(:input_price_per_million, 0), coalesce(:output_price_per_million, 0))
 ON CONFLICT (name) DO UPDATE
-SET provider = EXCLUDED.provider,
+SET provider = coalesce(:provider, m.provider),
     context_window = coalesce(:context_window, m.context_window),
     input_price_per_million = coalesce(:input_price_per_million, m.input_price_per_million),
     output_price_per_million = coalesce(:output_price_per_million, m.output_price_per_million),

@@ -193,6 +193,10 @@ def test_the_models_command_adds_lists_and_disables(database_url, app_factory, m
                      "WHERE name = 'gpt-4o-mini'").fetchone()
     assert row == (True, 128000, "0.600000")
 
+    assert runner.invoke(cli.main, ["models", "disable", "offline"]).exit_code == 0
+    assert runner.invoke(cli.main, ["models", "add", "offline"]).exit_code == 0  # enabled again, still offline
+    assert db.execute("SELECT provider, is_enabled FROM models WHERE name = 'offline'").fetchone() == ("offline", True)
+
     missing = runner.invoke(cli.main, ["models", "disable", "nope"])
     assert missing.exit_code != 0 and "no model named 'nope'" in missing.output
 
