@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit, urlunsplit
@@ -147,6 +148,20 @@ def chat(client, user) -> dict:
     response = client.post("/chats", json={"title": "Test chat"}, headers=user["headers"])
     assert response.status_code == 201
     return response.get_json()
+
+
+def settled_stats(pool, timeout: float = 3.0) -> dict:
+    """The pool's statistics once every connection is idle in it (or after `timeout`, for the assert to fail).
+
+    A connection the pool is still opening in the background (it grows when requests had to wait) counts
+    in pool_size before it is available; a leaked one never becomes available.
+    """
+    deadline = time.monotonic() + timeout
+    stats = pool.get_stats()
+    while stats["pool_available"] != stats["pool_size"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+        stats = pool.get_stats()
+    return stats
 
 
 def run_together(count, action):
