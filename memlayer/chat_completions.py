@@ -65,7 +65,8 @@ class ChatCompletionsResponder:
 
     def _send(self, payload: dict, *, stream: bool) -> httpx.Response:
         """POST the payload, retrying 429 and 5xx answers; return a successful response (a stream still open)."""
-        for attempt in range(MAX_RETRIES + 1):
+        attempt = 0
+        while True:
             request = self._client.build_request("POST", "chat/completions", json=payload)
             try:
                 response = self._client.send(request, stream=stream)
@@ -87,7 +88,7 @@ class ChatCompletionsResponder:
                 raise failed(f"HTTP {status}", headers={"Retry-After": retry_after} if retry_after else None)
             logger.warning("model provider answered HTTP %d (attempt %d); retrying in %.2f s", status, attempt + 1, wait)
             self.sleep(wait)
-        raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
 
 
 class ChatCompletionsStream:

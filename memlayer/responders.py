@@ -1,5 +1,7 @@
 """Which responder answers for each provider: the built-in offline one, and the HTTP one when configured."""
 
+from abc import ABC, abstractmethod
+
 from flask import Flask, current_app
 
 from memlayer import config as settings
@@ -12,12 +14,12 @@ OFFLINE = "offline"
 OPENAI = "openai"
 
 
-class TextResponder:
+class TextResponder(ABC):
     """A responder that computes its whole answer at once; subclasses implement answer()."""
 
+    @abstractmethod
     def answer(self, model: str, messages: list[dict]) -> str:
         """The reply text."""
-        raise NotImplementedError
 
     def reply(self, model: str, messages: list[dict]) -> Reply:
         """The answer with estimated token counts."""
