@@ -33,7 +33,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {
     "auth.register": Operation("auth", 201, schemas.TokenSchema, body=schemas.RegisterSchema, auth=None, errors=(409, 422)),
     "auth.login": Operation("auth", 200, schemas.TokenSchema, body=schemas.LoginSchema, auth=None, errors=(401, 422)),
-    "auth.refresh": Operation("auth", 200, schemas.AccessTokenSchema, auth="refresh"),
+    "auth.refresh": Operation("auth", 200, schemas.TokenSchema, auth="refresh"),
     "auth.logout": Operation("auth", 204, auth="any"),
     "auth.me": Operation("auth", 200, schemas.UserSchema),
     "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),

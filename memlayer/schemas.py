@@ -164,18 +164,11 @@ class UsageQuerySchema(Schema):
 
 
 class TokenSchema(Schema):
-    """Tokens issued by register and login."""
+    """Tokens issued by register, login and refresh."""
 
     access_token = fields.String(required=True)
     token_type = fields.String(required=True, metadata={"example": "bearer"})
     refresh_token = fields.String(required=True)
-
-
-class AccessTokenSchema(Schema):
-    """A fresh access token issued by refresh."""
-
-    access_token = fields.String(required=True)
-    token_type = fields.String(required=True, metadata={"example": "bearer"})
 
 
 class UserSchema(Schema):

@@ -25,18 +25,17 @@ jwt = JWTManager()
 REFRESH_JTI_CLAIM = "rjti"
 
 
-def issue_tokens(user_id: uuid.UUID) -> dict:
-    """A new refresh token and an access token paired with it."""
+def issue_tokens(user_id: uuid.UUID, *, fresh: bool) -> dict:
+    """A new refresh token and an access token paired with it.
+
+    `fresh` marks an access token made from a password (register, login); only such a token may delete the account.
+    """
     refresh_token = create_refresh_token(identity=str(user_id))
     refresh_jti = get_jti(refresh_token)
-    access_token = create_access_token(identity=str(user_id), additional_claims={REFRESH_JTI_CLAIM: refresh_jti})
+    access_token = create_access_token(
+        identity=str(user_id), fresh=fresh, additional_claims={REFRESH_JTI_CLAIM: refresh_jti}
+    )
     return {"access_token": access_token, "token_type": "bearer", "refresh_token": refresh_token}
-
-
-def issue_access_token(user_id: uuid.UUID, refresh_jti: str) -> dict:
-    """A new access token for the holder of a refresh token."""
-    access_token = create_access_token(identity=str(user_id), additional_claims={REFRESH_JTI_CLAIM: refresh_jti})
-    return {"access_token": access_token, "token_type": "bearer"}
 
 
 def current_user_id() -> uuid.UUID:
@@ -48,13 +47,19 @@ def revocations_for_current_token() -> list[dict]:
     """The revocation rows that logging out with the current token must write."""
     claims = get_jwt()
     user_id = current_user_id()
-    rows = [{"jti": claims["jti"], "user_id": user_id, "expires_at": _from_timestamp(claims["exp"])}]
+    rows = [current_token_revocation()]
     refresh_jti = claims.get(REFRESH_JTI_CLAIM)
     if refresh_jti:
         # Its exact expiry is unknown here; the longest a refresh token lives is a safe bound.
         refresh_lifetime = _as_timedelta(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
         rows.append({"jti": refresh_jti, "user_id": user_id, "expires_at": _now() + refresh_lifetime})
     return rows
+
+
+def current_token_revocation() -> dict:
+    """The revocation row of the presented token itself (kept until the token would have expired)."""
+    claims = get_jwt()
+    return {"jti": claims["jti"], "user_id": current_user_id(), "expires_at": _from_timestamp(claims["exp"])}
 
 
 def _now() -> datetime:

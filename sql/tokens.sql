@@ -9,6 +9,16 @@ INSERT INTO revoked_tokens (jti, user_id, expires_at)
 VALUES (:jti, :user_id, :expires_at)
 ON CONFLICT (jti) DO NOTHING;
 
+-- name: revoke_refresh_token(jti, user_id, expires_at)$
+-- Spend a refresh token: revoke it, returning false when someone already did (a reuse, or a concurrent refresh).
+WITH revoked AS (
+    INSERT INTO revoked_tokens (jti, user_id, expires_at)
+    VALUES (:jti, :user_id, :expires_at)
+    ON CONFLICT (jti) DO NOTHING
+    RETURNING jti
+)
+SELECT EXISTS (SELECT 1 FROM revoked);
+
 -- name: purge_expired_revocations()!
 -- Forget revocations of tokens that have expired anyway.
 DELETE FROM revoked_tokens

@@ -4,7 +4,7 @@ import re
 import uuid
 from datetime import datetime
 
-from conftest import RecordingResponder, bearer, count_rows, install_responder, register
+from conftest import RecordingResponder, bearer, count_rows, install_responder, register, run_together
 
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
 
@@ -90,12 +90,40 @@ def test_responder_sees_recent_history(client, user, chat, app):
     ]
 
 
-def test_refresh_issues_a_working_access_token(client, user):
+def test_refresh_rotates_the_token_pair(client, user, db):
     response = client.post("/auth/refresh", headers=bearer(user["refresh_token"]))
     assert response.status_code == 200
     body = response.get_json()
-    assert body["token_type"] == "bearer"
+    assert set(body) == {"access_token", "token_type", "refresh_token"} and body["token_type"] == "bearer"
+    assert body["refresh_token"] != user["refresh_token"]
     assert client.get("/auth/me", headers=bearer(body["access_token"])).status_code == 200
+    # The spent refresh token is revoked; the new one works once.
+    reuse = client.post("/auth/refresh", headers=bearer(user["refresh_token"]))
+    assert reuse.status_code == 401 and reuse.get_json() == {"detail": "Token has been revoked"}
+    assert client.post("/auth/refresh", headers=bearer(body["refresh_token"])).status_code == 200
+    assert count_rows(db, "revoked_tokens") == 2
+
+
+def test_concurrent_refreshes_with_one_token_give_one_new_pair(app, user):
+    statuses = run_together(8, lambda i: app.test_client().post("/auth/refresh", headers=bearer(user["refresh_token"])).status_code)
+    assert sorted(statuses) == [200] + [401] * 7
+
+
+def test_refresh_purges_expired_revocations(client, user, db):
+    db.execute("INSERT INTO revoked_tokens (jti, user_id, expires_at) "
+               "SELECT gen_random_uuid(), id, now() - interval '1 second' FROM users")
+    assert client.post("/auth/refresh", headers=bearer(user["refresh_token"])).status_code == 200
+    assert db.execute("SELECT count(*) FROM revoked_tokens WHERE expires_at < now()").fetchone()[0] == 0
+
+
+def test_only_a_password_made_token_deletes_the_account(client, user, db):
+    refreshed = client.post("/auth/refresh", headers=bearer(user["refresh_token"])).get_json()
+    response = client.delete("/auth/me", headers=bearer(refreshed["access_token"]))
+    assert response.status_code == 401 and response.get_json() == {"detail": "Fresh token required"}
+    assert count_rows(db, "users") == 1
+    login = client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).get_json()
+    assert client.delete("/auth/me", headers=bearer(login["access_token"])).status_code == 204
+    assert count_rows(db, "users") == 0
 
 
 def test_token_types_are_not_interchangeable(client, user):

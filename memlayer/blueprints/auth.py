@@ -6,15 +6,14 @@ from flask_jwt_extended import get_jwt, jwt_required
 from memlayer.db import get_pool, sql
 from memlayer.errors import Conflict, NotFound, Unauthorized
 from memlayer.passwords import hash_password, needs_rehash, verify_password
-from memlayer.schemas import AccessTokenSchema, LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
-from memlayer.tokens import current_user_id, issue_access_token, issue_tokens, revocations_for_current_token
+from memlayer.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
+from memlayer.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 _register = RegisterSchema()
 _login = LoginSchema()
 _tokens = TokenSchema()
-_access_token = AccessTokenSchema()
 _user = UserSchema()
 
 
@@ -27,7 +26,7 @@ def register():
         user = sql.users.create_user(conn, email=body["email"], password_hash=password_hash)
     if user is None:
         raise Conflict("Email already registered")
-    return _tokens.dump(issue_tokens(user["id"])), 201
+    return _tokens.dump(issue_tokens(user["id"], fresh=True)), 201
 
 
 @bp.post("/login")
@@ -42,14 +41,20 @@ def login():
         upgraded = hash_password(body["password"])  # hashed with no connection borrowed
         with get_pool().connection() as conn, conn.transaction():
             sql.users.upgrade_password_hash(conn, user_id=user["id"], old_hash=user["password_hash"], new_hash=upgraded)
-    return _tokens.dump(issue_tokens(user["id"]))
+    return _tokens.dump(issue_tokens(user["id"], fresh=True))
 
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
 def refresh():
-    """Exchange a refresh token for a new access token."""
-    return _access_token.dump(issue_access_token(current_user_id(), get_jwt()["jti"]))
+    """Spend a refresh token for a new token pair; the presented refresh token stops working (rotation)."""
+    spent = current_token_revocation()
+    with get_pool().connection() as conn, conn.transaction():
+        first_use = sql.tokens.revoke_refresh_token(conn, **spent)
+        sql.tokens.purge_expired_revocations(conn)
+    if not first_use:
+        raise Unauthorized("Token has been revoked", headers={"WWW-Authenticate": "Bearer"})
+    return _tokens.dump(issue_tokens(spent["user_id"], fresh=False))
 
 
 @bp.post("/logout")
@@ -65,9 +70,9 @@ def logout():
 
 
 @bp.delete("/me")
-@jwt_required()
+@jwt_required(fresh=True)
 def delete_me():
-    """Delete the account and everything in it, for good; its tokens stop working."""
+    """Delete the account and everything in it, for good; needs an access token from a password (login or register)."""
     with get_pool().connection() as conn, conn.transaction():
         deleted = sql.users.delete_user(conn, user_id=current_user_id())
     if not deleted:
