@@ -3,21 +3,39 @@
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from memlayer import config, db, errors, headers, logs, responders, tokens
+from memlayer import config, db, errors, headers, logs, ratelimit, responders, tokens
 from memlayer.blueprints import auth, chats, docs, health, memories, messages, models, usage
 from memlayer.embedded import resolve_database_url
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, except that absurdly nested input is a client error, not a crash."""
+    """Flask's JSON, except that input nested deeper than MAX_JSON_DEPTH is a client error (400)."""
 
     def loads(self, s, **kwargs):
         """Parse JSON; too deep a nesting raises ValueError so Flask answers 400."""
         try:
-            return super().loads(s, **kwargs)
+            value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        if json_depth(value) > self._app.config["MAX_JSON_DEPTH"]:
+            raise ValueError("JSON nested too deeply")
+        return value
+
+
+def json_depth(value) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -45,4 +63,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     for blueprint in (auth.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
+    ratelimit.init_app(app)
+    if app.config["PROXY_FIX_X_FOR"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
     return app

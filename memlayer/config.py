@@ -5,6 +5,7 @@ import os
 from datetime import timedelta
 
 from flask import Config
+from limits import parse_many
 
 DEV_JWT_SECRET = "memlayer-development-secret-do-not-use-in-production"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -33,7 +34,19 @@ class Defaults:
     # Hashes made otherwise are upgraded at the user's next successful login.
     PASSWORD_HASH_METHOD = "scrypt:32768:8:3"
 
+    # Brute-force limits (flask-limiter syntax); in-memory counters are per worker process, so with
+    # several workers or hosts point RATELIMIT_STORAGE_URI at a shared store such as redis://host:6379.
+    RATELIMIT_ENABLED = True
+    RATELIMIT_STORAGE_URI = "memory://"
+    RATELIMIT_KEY_PREFIX = "memlayer"  # keeps the counters apart from other users of a shared store
+    RATELIMIT_LOGIN_PER_ADDRESS = "30 per minute; 300 per hour"
+    RATELIMIT_LOGIN_PER_ACCOUNT = "5 per minute; 20 per hour"  # failed logins only
+    RATELIMIT_REGISTER_PER_ADDRESS = "10 per minute; 50 per hour"
+    RATELIMIT_REGISTER_PER_ACCOUNT = "5 per hour"
+    PROXY_FIX_X_FOR = 0  # how many proxies in front set X-Forwarded-For (0: trust none, use the socket's peer)
+
     MAX_CONTENT_LENGTH = 1024 * 1024
+    MAX_JSON_DEPTH = 32  # deeper request bodies are a 400
     CORS_ORIGINS = ""  # comma-separated origins allowed to call the API from a browser
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "text"  # or "json"
@@ -82,11 +95,25 @@ def check(config) -> None:
         value = config[name]
         if not _is_whole(value) or not low <= value <= high:
             raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
+    _check_rate_limits(config)
     _check_llm(config)
 
 
 def _is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_rate_limits(config) -> None:
+    for name in ("RATELIMIT_LOGIN_PER_ADDRESS", "RATELIMIT_LOGIN_PER_ACCOUNT",
+                 "RATELIMIT_REGISTER_PER_ADDRESS", "RATELIMIT_REGISTER_PER_ACCOUNT"):
+        try:
+            parse_many(str(config[name]))
+        except ValueError:
+            raise ConfigError(f"MEMLAYER_{name} must be limits like '5 per minute; 20 per hour'") from None
+    if not _is_whole(config["PROXY_FIX_X_FOR"]) or not 0 <= config["PROXY_FIX_X_FOR"] <= 5:
+        raise ConfigError("MEMLAYER_PROXY_FIX_X_FOR must be a whole number from 0 to 5")
+    if not _is_whole(config["MAX_JSON_DEPTH"]) or not 2 <= config["MAX_JSON_DEPTH"] <= 256:
+        raise ConfigError("MEMLAYER_MAX_JSON_DEPTH must be a whole number from 2 to 256")
 
 
 def _check_llm(config) -> None:

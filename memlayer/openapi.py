@@ -31,8 +31,8 @@ class Operation:
 
 # Keyed by Flask endpoint; a test checks that every API route has an entry.
 OPERATIONS: dict[str, Operation] = {
-    "auth.register": Operation("auth", 201, schemas.TokenSchema, body=schemas.RegisterSchema, auth=None, errors=(409, 422)),
-    "auth.login": Operation("auth", 200, schemas.TokenSchema, body=schemas.LoginSchema, auth=None, errors=(401, 422)),
+    "auth.register": Operation("auth", 201, schemas.TokenSchema, body=schemas.RegisterSchema, auth=None, errors=(409, 422, 429)),
+    "auth.login": Operation("auth", 200, schemas.TokenSchema, body=schemas.LoginSchema, auth=None, errors=(401, 422, 429)),
     "auth.refresh": Operation("auth", 200, schemas.TokenSchema, auth="refresh"),
     "auth.logout": Operation("auth", 204, auth="any"),
     "auth.me": Operation("auth", 200, schemas.UserSchema),

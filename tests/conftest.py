@@ -79,6 +79,8 @@ def app_factory(database_url):
             "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH,
             "POOL_MIN_SIZE": 1,
             "POOL_MAX_SIZE": 8,
+            # The suite registers many users from one address; the rate-limit tests turn limits on.
+            "RATELIMIT_ENABLED": False,
             **overrides,
         }
         app = create_app(settings)
