@@ -27,6 +27,7 @@ class Operation:
     also: tuple[tuple[int, str], ...] = ()  # further success statuses with the same body
     event_stream: bool = False  # also answers Server-Sent Events (200) to `Accept: text/event-stream`
     errors: tuple[int, ...] = field(default_factory=tuple)
+    idempotent: bool = False  # honours an Idempotency-Key header
 
 
 # Keyed by Flask endpoint; a test checks that every API route has an entry.
@@ -37,13 +38,14 @@ OPERATIONS: dict[str, Operation] = {
     "auth.logout": Operation("auth", 204, auth="any"),
     "auth.me": Operation("auth", 200, schemas.UserSchema),
     "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),
-    "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,)),
+    "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,),
+                                   idempotent=True),
     "chats.get_chat": Operation("chats", 200, schemas.ChatSchema, errors=(404,)),
     "chats.update_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
     "chats.delete_chat": Operation("chats", 204, errors=(404,)),
     "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,)),
     "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema,
-                                       errors=(404, 409, 429, 502, 504), event_stream=True),
+                                       errors=(404, 409, 429, 502, 504), event_stream=True, idempotent=True),
     "models.list_models": Operation("models", 200, schemas.ModelSchema, many=True),
     "usage.usage": Operation("usage", 200, schemas.UsageSchema, query=schemas.UsageQuerySchema, errors=(422,)),
     "auth.delete_me": Operation("auth", 204, errors=(404,)),
@@ -66,6 +68,12 @@ SSE_DESCRIPTION = (
     "With `Accept: text/event-stream`: Server-Sent Events. `event: delta` with {\"content\"} per piece of the "
     "reply, then `event: message` with the stored assistant Message, or `event: error` with {\"detail\", "
     "\"status\"} when it failed (nothing is stored then)."
+)
+
+IDEMPOTENCY = (
+    "Makes a retry safe: the same key with the same body within 24 hours replays the first success byte for "
+    "byte (header Idempotent-Replayed: true) and writes nothing; another body is 422; while the first request "
+    "still runs, 409 with Retry-After. A failed request frees its key."
 )
 
 DOCUMENTED_ELSEWHERE = {"static", "docs.openapi_json", "docs.docs_page", "docs.docs_asset"}
@@ -117,6 +125,9 @@ def _describe(rule, view, operation: Operation) -> dict:
         parameters.append({"in": "query", "schema": schemas.PageQuerySchema})
     if operation.query is not None:
         parameters.append({"in": "query", "schema": operation.query})
+    if operation.idempotent:
+        parameters.append({"in": "header", "name": "Idempotency-Key", "required": False, "description": IDEMPOTENCY,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}})
     if parameters:
         described["parameters"] = parameters
     if operation.body is not None:
@@ -140,7 +151,10 @@ def _describe(rule, view, operation: Operation) -> dict:
             "description": SSE_DESCRIPTION,
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
-    error_statuses = set(operation.errors)
+    # Every endpoint reads the database (tokens are checked against revocations): it may be down or busy.
+    error_statuses = set(operation.errors) | {503}
+    if operation.idempotent:
+        error_statuses.update({400, 409, 422})
     if operation.auth:
         described["security"] = [{"bearer": []}]
         error_statuses.add(401)

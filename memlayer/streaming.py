@@ -8,6 +8,7 @@ import json
 
 from flask import Response, current_app, request, stream_with_context
 
+from memlayer import idempotency
 from memlayer.conversation import Turn, store_exchange
 from memlayer.db import get_pool
 from memlayer.replies import ReplyStream
@@ -25,25 +26,32 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def event_stream(turn: Turn, stream: ReplyStream, dump_message) -> Response:
+def event_stream(turn: Turn, stream: ReplyStream, dump_message, claim: idempotency.Claim | None = None) -> Response:
     """Relay the reply's pieces as they come, then store the pair and send it; a failure ends with an error event.
 
     A client that disconnects makes the next write fail: the server closes this generator at its
-    current `yield`, before anything is stored, and `finally` drops the provider's stream.
+    current `yield`, before anything is stored, and `finally` drops the provider's stream. Under an
+    Idempotency-Key the stored Message is recorded as the JSON 201 a retry gets; a failure gives the key back.
     """
 
     def events():
+        stored = False
         try:
             for piece in stream:
                 yield sse("delta", {"content": piece})
             with get_pool().connection() as conn, conn.transaction():
-                assistant = store_exchange(conn, turn, stream.reply)
-            yield sse("message", dump_message(assistant))
+                message = dump_message(store_exchange(conn, turn, stream.reply))
+                if claim is not None:
+                    idempotency.record(conn, claim, current_app.json.response(message).get_data(as_text=True), 201)
+            stored = True
+            yield sse("message", message)
         except Exception as error:  # the status line is sent already: every failure becomes an event
             answer = current_app.handle_user_exception(error)
             yield sse("error", {"detail": answer.get_json()["detail"], "status": answer.status_code})
         finally:
             stream.close()
+            if not stored:
+                idempotency.release(claim)
 
     return Response(
         stream_with_context(events()),

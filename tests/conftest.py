@@ -22,7 +22,7 @@ from fake_provider import FakeProvider
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
-TABLES = ("revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
+TABLES = ("idempotency_keys", "revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
 
 
 def with_database(url: str, name: str) -> str:

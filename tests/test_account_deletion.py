@@ -33,13 +33,15 @@ def populate(client) -> dict:
     client.post("/memories", json={"key": "city", "content": "Lisbon"}, headers=user["headers"])
     client.post("/memories", json={"key": "city", "content": "Porto"}, headers=user["headers"])
     client.post("/memories", json={"content": "likes tea"}, headers=user["headers"])
+    keyed = client.post("/chats", json={"title": "keyed"}, headers={**user["headers"], "Idempotency-Key": "k1"})
+    assert keyed.status_code == 201
     old_session = client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).get_json()
     assert client.post("/auth/logout", headers=bearer(old_session["access_token"])).status_code == 204
     return user
 
 
 def test_every_table_is_covered(db):
-    assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens", "monthly_usage"}
+    assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens", "monthly_usage", "idempotency_keys"}
 
 
 def test_deleting_the_account_leaves_no_row_of_the_user_anywhere(client, db):

@@ -23,8 +23,8 @@ def tables(url):
     return {row[0] for row in rows}
 
 
-ALL_MIGRATIONS = ["0001_initial", "0002_memory", "0003_models_usage"]
-ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events", "models", "monthly_usage"}
+ALL_MIGRATIONS = ["0001_initial", "0002_memory", "0003_models_usage", "0004_idempotency"]
+ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events", "models", "monthly_usage", "idempotency_keys"}
 
 
 def test_apply_is_idempotent_and_reversible(empty_database):

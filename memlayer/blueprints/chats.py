@@ -6,6 +6,7 @@ from uuid import UUID
 from flask import Blueprint
 from flask_jwt_extended import jwt_required
 
+from memlayer import idempotency
 from memlayer.catalog import check_choice
 from memlayer.conversation import chat_not_found
 from memlayer.db import get_pool, sql
@@ -49,14 +50,16 @@ def list_chats():
 @bp.post("")
 @jwt_required()
 def create_chat():
-    """Open a new chat (default title: the current UTC time; default model: the service's)."""
+    """Open a new chat (default title: the current UTC time; default model: the service's); Idempotency-Key honoured."""
     body = load_body(_create, empty_ok=True)
-    with get_pool().connection() as conn, conn.transaction():
+    user_id = current_user_id()
+    claim, replay = idempotency.claim_request(user_id)
+    if replay is not None:
+        return replay
+    with idempotency.released_on_failure(claim), get_pool().connection() as conn, conn.transaction():
         check_choice(conn, body["model"])
-        chat = sql.chats.create_chat(
-            conn, user_id=current_user_id(), title=body.get("title") or default_title(), model=body["model"]
-        )
-    return _chat.dump(chat), 201
+        chat = sql.chats.create_chat(conn, user_id=user_id, title=body.get("title") or default_title(), model=body["model"])
+        return idempotency.respond(conn, claim, _chat.dump(chat), 201)
 
 
 @bp.get("/<uuid:chat_id>")

@@ -5,6 +5,7 @@ from uuid import UUID
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
+from memlayer import idempotency
 from memlayer.conversation import chat_not_found, prepare_turn, store_exchange
 from memlayer.db import get_pool, sql
 from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
@@ -43,15 +44,23 @@ def list_messages(chat_id: UUID):
 @bp.post("/<uuid:chat_id>/messages")
 @jwt_required()
 def send_message(chat_id: UUID):
-    """Send a message: the model's reply and the message are stored together (JSON, or SSE when asked)."""
+    """Send a message: the model's reply and the message are stored together (JSON, or SSE when asked).
+
+    With an Idempotency-Key, a retry replays the stored reply instead of asking the model again.
+    """
     content = load_body(_create)["content"]
-    with get_pool().connection() as conn, conn.transaction():
-        turn = prepare_turn(conn, user_id=current_user_id(), chat_id=chat_id, content=content, config=current_app.config)
-    # No connection is held while the model answers: that may take many seconds.
-    responder = responder_for(turn.model.provider)
-    if wants_event_stream():
-        return event_stream(turn, responder.stream(turn.model.name, turn.context), _message.dump)
-    reply = responder.reply(turn.model.name, turn.context)
-    with get_pool().connection() as conn, conn.transaction():
-        assistant = store_exchange(conn, turn, reply)
-    return _message.dump(assistant), 201
+    user_id = current_user_id()
+    claim, replay = idempotency.claim_request(user_id)
+    if replay is not None:
+        return replay
+    with idempotency.released_on_failure(claim):
+        with get_pool().connection() as conn, conn.transaction():
+            turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content, config=current_app.config)
+        # No connection is held while the model answers: that may take many seconds.
+        responder = responder_for(turn.model.provider)
+        if wants_event_stream():
+            return event_stream(turn, responder.stream(turn.model.name, turn.context), _message.dump, claim)
+        reply = responder.reply(turn.model.name, turn.context)
+        with get_pool().connection() as conn, conn.transaction():
+            assistant = store_exchange(conn, turn, reply)
+            return idempotency.respond(conn, claim, _message.dump(assistant), 201)
