@@ -24,6 +24,7 @@ class Defaults:
     POOL_TIMEOUT = 5.0  # seconds a request waits for a connection before a 503
     STATEMENT_TIMEOUT_MS = 10_000
     LOCK_TIMEOUT_MS = 3_000
+    DB_RETRY_ATTEMPTS = 3  # tries of a transaction that hit 40001, 40P01, 55P03 or 57014 before a 503
     # psycopg prepares a statement after this many runs; null turns it off (PgBouncer).
     PREPARE_THRESHOLD = 5
 
@@ -89,6 +90,8 @@ def check(config) -> None:
             )
     if config["LOG_FORMAT"] not in ("text", "json"):
         raise ConfigError("MEMLAYER_LOG_FORMAT must be 'text' or 'json'")
+    if not _is_whole(config["DB_RETRY_ATTEMPTS"]) or not 1 <= config["DB_RETRY_ATTEMPTS"] <= 10:
+        raise ConfigError("MEMLAYER_DB_RETRY_ATTEMPTS must be a whole number from 1 to 10")
     if not 1 <= config["POOL_MIN_SIZE"] <= config["POOL_MAX_SIZE"]:
         raise ConfigError("need 1 <= MEMLAYER_POOL_MIN_SIZE <= MEMLAYER_POOL_MAX_SIZE")
     for name, low, high in (("RECALL_K", 0, 50), ("CONTEXT_TOKENS", 256, 10_000_000), ("RECENT_MESSAGES", 0, 1000)):

@@ -10,8 +10,10 @@ from typing import Iterator
 import aiosql
 import psycopg
 from flask import Flask, current_app
+from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,37 @@ def get_pool(app: Flask | None = None) -> ConnectionPool:
 def close_pool(app: Flask) -> None:
     """Close the app's pool, returning every connection to the server."""
     get_pool(app).close()
+
+
+# A transaction that failed with one of these rolled back whole, so running it again from the start is safe:
+# serialization failure (40001), deadlock (40P01), lock_timeout (55P03), statement_timeout (57014).
+RETRYABLE_ERRORS = (
+    pgerrors.SerializationFailure, pgerrors.DeadlockDetected, pgerrors.LockNotAvailable, pgerrors.QueryCanceled,
+)
+
+
+def retrying() -> Retrying:
+    """Attempts at one transaction: a retryable failure runs it again after a jittered pause, up to DB_RETRY_ATTEMPTS.
+
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                ...
+
+    The last failure propagates (the error handler answers 503 with Retry-After).
+    """
+    return Retrying(
+        retry=retry_if_exception_type(RETRYABLE_ERRORS),
+        stop=stop_after_attempt(int(current_app.config["DB_RETRY_ATTEMPTS"])),
+        wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def _log_retry(state) -> None:
+    error = state.outcome.exception()
+    logger.warning("transaction failed with %s (%s), attempt %d; retrying",
+                   type(error).__name__, getattr(error, "sqlstate", None), state.attempt_number)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from flask import Response, current_app, request
 from psycopg_pool import PoolTimeout
 
 from memlayer.config import graceful_timeout
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.errors import ApiError, Conflict
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,14 @@ def claim_request(user_id: uuid.UUID) -> tuple[Claim | None, Response | None]:
     if key is None:
         return None, None
     claim = Claim(user_id, key, uuid.uuid4())
-    with get_pool().connection() as conn, conn.transaction():
-        sql.idempotency.purge_expired_keys(conn, ttl_seconds=TTL_SECONDS)
-        claimed = sql.idempotency.claim_key(
-            conn, user_id=user_id, key=key, fingerprint=fingerprint(), claim_token=claim.token,
-            lease_seconds=graceful_timeout(current_app.config), ttl_seconds=TTL_SECONDS,
-        )
-        earlier = None if claimed else sql.idempotency.get_key(conn, user_id=user_id, key=key)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            sql.idempotency.purge_expired_keys(conn, ttl_seconds=TTL_SECONDS)
+            claimed = sql.idempotency.claim_key(
+                conn, user_id=user_id, key=key, fingerprint=fingerprint(), claim_token=claim.token,
+                lease_seconds=graceful_timeout(current_app.config), ttl_seconds=TTL_SECONDS,
+            )
+            earlier = None if claimed else sql.idempotency.get_key(conn, user_id=user_id, key=key)
     if claimed:
         return claim, None
     if earlier is None:  # the first request failed and gave the key back just now
@@ -116,8 +117,9 @@ def release(claim: Claim | None) -> None:
     if claim is None:
         return
     try:
-        with get_pool().connection() as conn, conn.transaction():
-            sql.idempotency.release_key(conn, user_id=claim.user_id, key=claim.key, claim_token=claim.token)
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                sql.idempotency.release_key(conn, user_id=claim.user_id, key=claim.key, claim_token=claim.token)
     except (psycopg.Error, PoolTimeout):
         logger.warning("could not release an idempotency key; it frees itself when its lease ends", exc_info=True)
 

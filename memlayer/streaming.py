@@ -10,7 +10,7 @@ from flask import Response, current_app, request, stream_with_context
 
 from memlayer import idempotency
 from memlayer.conversation import Turn, store_exchange
-from memlayer.db import get_pool
+from memlayer.db import get_pool, retrying
 from memlayer.replies import ReplyStream
 
 EVENT_STREAM = "text/event-stream"
@@ -39,10 +39,11 @@ def event_stream(turn: Turn, stream: ReplyStream, dump_message, claim: idempoten
         try:
             for piece in stream:
                 yield sse("delta", {"content": piece})
-            with get_pool().connection() as conn, conn.transaction():
-                message = dump_message(store_exchange(conn, turn, stream.reply))
-                if claim is not None:
-                    idempotency.record(conn, claim, current_app.json.response(message).get_data(as_text=True), 201)
+            for attempt in retrying():
+                with attempt, get_pool().connection() as conn, conn.transaction():
+                    message = dump_message(store_exchange(conn, turn, stream.reply))
+                    if claim is not None:
+                        idempotency.record(conn, claim, current_app.json.response(message).get_data(as_text=True), 201)
             stored = True
             yield sse("message", message)
         except Exception as error:  # the status line is sent already: every failure becomes an event

@@ -14,7 +14,7 @@ from flask_jwt_extended import (
     get_jwt_identity,
 )
 
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ def _token_is_revoked(jwt_header: dict, jwt_payload: dict) -> bool:
         user_id = uuid.UUID(jwt_payload["sub"])
     except (KeyError, ValueError, TypeError):
         return True
-    with get_pool().connection() as conn, conn.transaction():
-        return not sql.tokens.token_is_usable(conn, jti=jti, user_id=user_id)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            return not sql.tokens.token_is_usable(conn, jti=jti, user_id=user_id)
 
 
 def _unauthorized(detail: str):

@@ -3,7 +3,7 @@
 from flask import Blueprint
 from flask_jwt_extended import get_jwt, jwt_required
 
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.errors import Conflict, NotFound, Unauthorized
 from memlayer.passwords import hash_password, needs_rehash, verify_password
 from memlayer.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
@@ -22,8 +22,9 @@ def register():
     """Create an account and log it in."""
     body = load_body(_register)
     password_hash = hash_password(body["password"])
-    with get_pool().connection() as conn, conn.transaction():
-        user = sql.users.create_user(conn, email=body["email"], password_hash=password_hash)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            user = sql.users.create_user(conn, email=body["email"], password_hash=password_hash)
     if user is None:
         raise Conflict("Email already registered")
     return _tokens.dump(issue_tokens(user["id"], fresh=True)), 201
@@ -33,14 +34,16 @@ def register():
 def login():
     """Exchange email and password for tokens."""
     body = load_body(_login)
-    with get_pool().connection() as conn, conn.transaction():
-        user = sql.users.get_user_by_email(conn, email=body["email"])
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            user = sql.users.get_user_by_email(conn, email=body["email"])
     if not verify_password(user["password_hash"] if user else None, body["password"]):
         raise Unauthorized("Incorrect email or password", headers={"WWW-Authenticate": "Bearer"})
     if needs_rehash(user["password_hash"]):
         upgraded = hash_password(body["password"])  # hashed with no connection borrowed
-        with get_pool().connection() as conn, conn.transaction():
-            sql.users.upgrade_password_hash(conn, user_id=user["id"], old_hash=user["password_hash"], new_hash=upgraded)
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                sql.users.upgrade_password_hash(conn, user_id=user["id"], old_hash=user["password_hash"], new_hash=upgraded)
     return _tokens.dump(issue_tokens(user["id"], fresh=True))
 
 
@@ -49,9 +52,10 @@ def login():
 def refresh():
     """Spend a refresh token for a new token pair; the presented refresh token stops working (rotation)."""
     spent = current_token_revocation()
-    with get_pool().connection() as conn, conn.transaction():
-        first_use = sql.tokens.revoke_refresh_token(conn, **spent)
-        sql.tokens.purge_expired_revocations(conn)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            first_use = sql.tokens.revoke_refresh_token(conn, **spent)
+            sql.tokens.purge_expired_revocations(conn)
     if not first_use:
         raise Unauthorized("Token has been revoked", headers={"WWW-Authenticate": "Bearer"})
     return _tokens.dump(issue_tokens(spent["user_id"], fresh=False))
@@ -62,10 +66,11 @@ def refresh():
 def logout():
     """Revoke the presented token (and, for an access token, its refresh token)."""
     revocations = revocations_for_current_token()
-    with get_pool().connection() as conn, conn.transaction():
-        for revocation in revocations:
-            sql.tokens.revoke_token(conn, **revocation)
-        sql.tokens.purge_expired_revocations(conn)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            for revocation in revocations:
+                sql.tokens.revoke_token(conn, **revocation)
+            sql.tokens.purge_expired_revocations(conn)
     return "", 204
 
 
@@ -73,8 +78,9 @@ def logout():
 @jwt_required(fresh=True)
 def delete_me():
     """Delete the account and everything in it, for good; needs an access token from a password (login or register)."""
-    with get_pool().connection() as conn, conn.transaction():
-        deleted = sql.users.delete_user(conn, user_id=current_user_id())
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            deleted = sql.users.delete_user(conn, user_id=current_user_id())
     if not deleted:
         raise NotFound("User not found")
     return "", 204
@@ -84,8 +90,9 @@ def delete_me():
 @jwt_required()
 def me():
     """The authenticated user's profile."""
-    with get_pool().connection() as conn, conn.transaction():
-        user = sql.users.get_user(conn, user_id=current_user_id())
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            user = sql.users.get_user(conn, user_id=current_user_id())
     if user is None:
         raise NotFound("User not found")
     return _user.dump(user)

@@ -9,7 +9,7 @@ from flask_jwt_extended import jwt_required
 from memlayer import idempotency
 from memlayer.catalog import check_choice
 from memlayer.conversation import chat_not_found
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
 from memlayer.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
 from memlayer.tokens import current_user_id
@@ -37,13 +37,14 @@ def list_chats():
     page = page_params()
     user_id, fetch = current_user_id(), page["limit"] + 1
     after = decode_cursor(page["cursor"], cursor_timestamp, cursor_uuid) if page["cursor"] else None
-    with get_pool().connection() as conn, conn.transaction():
-        if after is None:
-            rows = list(sql.chats.list_chats(conn, user_id=user_id, limit=fetch))
-        else:
-            rows = list(sql.chats.list_chats_after(
-                conn, user_id=user_id, after_updated_at=after[0], after_id=after[1], limit=fetch
-            ))
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            if after is None:
+                rows = list(sql.chats.list_chats(conn, user_id=user_id, limit=fetch))
+            else:
+                rows = list(sql.chats.list_chats_after(
+                    conn, user_id=user_id, after_updated_at=after[0], after_id=after[1], limit=fetch
+                ))
     return page_response(rows, page["limit"], _chat, _position)
 
 
@@ -56,18 +57,24 @@ def create_chat():
     claim, replay = idempotency.claim_request(user_id)
     if replay is not None:
         return replay
-    with idempotency.released_on_failure(claim), get_pool().connection() as conn, conn.transaction():
-        check_choice(conn, body["model"])
-        chat = sql.chats.create_chat(conn, user_id=user_id, title=body.get("title") or default_title(), model=body["model"])
-        return idempotency.respond(conn, claim, _chat.dump(chat), 201)
+    with idempotency.released_on_failure(claim):
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                check_choice(conn, body["model"])
+                chat = sql.chats.create_chat(
+                    conn, user_id=user_id, title=body.get("title") or default_title(), model=body["model"]
+                )
+                response = idempotency.respond(conn, claim, _chat.dump(chat), 201)
+    return response
 
 
 @bp.get("/<uuid:chat_id>")
 @jwt_required()
 def get_chat(chat_id: UUID):
     """One chat of the user."""
-    with get_pool().connection() as conn, conn.transaction():
-        chat = sql.chats.get_chat(conn, user_id=current_user_id(), chat_id=chat_id)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            chat = sql.chats.get_chat(conn, user_id=current_user_id(), chat_id=chat_id)
     if chat is None:
         raise chat_not_found()
     return _chat.dump(chat)
@@ -78,10 +85,11 @@ def get_chat(chat_id: UUID):
 def update_chat(chat_id: UUID):
     """Change a chat's title, its model (null: the service's default), or both."""
     body = load_body(_update)
-    with get_pool().connection() as conn, conn.transaction():
-        check_choice(conn, body.get("model"))
-        chat = sql.chats.update_chat(conn, user_id=current_user_id(), chat_id=chat_id, title=body.get("title"),
-                                     set_model="model" in body, model=body.get("model"))
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            check_choice(conn, body.get("model"))
+            chat = sql.chats.update_chat(conn, user_id=current_user_id(), chat_id=chat_id, title=body.get("title"),
+                                         set_model="model" in body, model=body.get("model"))
     if chat is None:
         raise chat_not_found()
     return _chat.dump(chat)
@@ -91,8 +99,9 @@ def update_chat(chat_id: UUID):
 @jwt_required()
 def delete_chat(chat_id: UUID):
     """Soft-delete a chat: it and its messages vanish from every read."""
-    with get_pool().connection() as conn, conn.transaction():
-        deleted = sql.chats.soft_delete_chat(conn, user_id=current_user_id(), chat_id=chat_id)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            deleted = sql.chats.soft_delete_chat(conn, user_id=current_user_id(), chat_id=chat_id)
     if not deleted:
         raise chat_not_found()
     return "", 204

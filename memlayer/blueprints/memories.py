@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 from flask_jwt_extended import jwt_required
 from psycopg.errors import UniqueViolation
 
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.errors import Conflict, NotFound
 from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
 from memlayer.recall import recall
@@ -50,13 +50,14 @@ def list_memories():
     page = page_params()
     user_id, fetch = current_user_id(), page["limit"] + 1
     after = decode_cursor(page["cursor"], cursor_timestamp, cursor_uuid) if page["cursor"] else None
-    with get_pool().connection() as conn, conn.transaction():
-        if after is None:
-            rows = list(sql.memories.list_memories(conn, user_id=user_id, limit=fetch))
-        else:
-            rows = list(sql.memories.list_memories_after(
-                conn, user_id=user_id, after_created_at=after[0], after_id=after[1], limit=fetch
-            ))
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            if after is None:
+                rows = list(sql.memories.list_memories(conn, user_id=user_id, limit=fetch))
+            else:
+                rows = list(sql.memories.list_memories_after(
+                    conn, user_id=user_id, after_created_at=after[0], after_id=after[1], limit=fetch
+                ))
     return page_response(rows, page["limit"], _memory, _position)
 
 
@@ -65,8 +66,9 @@ def list_memories():
 def save_memory():
     """Keep a memory; with a key the user already uses, replace that memory's content instead (200)."""
     body = load_body(_create)
-    with get_pool().connection() as conn, conn.transaction():
-        memory = sql.memories.save_memory(conn, user_id=current_user_id(), key=body["key"], content=body["content"])
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            memory = sql.memories.save_memory(conn, user_id=current_user_id(), key=body["key"], content=body["content"])
     return _memory.dump(memory), 201 if memory["created"] else 200
 
 
@@ -74,8 +76,9 @@ def save_memory():
 @jwt_required()
 def delete_all_memories():
     """Forget every memory of the user."""
-    with get_pool().connection() as conn, conn.transaction():
-        deleted = sql.memories.delete_all_memories(conn, user_id=current_user_id())
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            deleted = sql.memories.delete_all_memories(conn, user_id=current_user_id())
     return _deleted.dump({"deleted": deleted})
 
 
@@ -84,8 +87,9 @@ def delete_all_memories():
 def search():
     """The user's past messages and memories most relevant to ?q=, best first."""
     query = load_query(_search)
-    with get_pool().connection() as conn, conn.transaction():
-        items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"])
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"])
     return jsonify(_recall_item.dump(items, many=True))
 
 
@@ -93,8 +97,9 @@ def search():
 @jwt_required()
 def get_memory(memory_id: UUID):
     """One memory of the user."""
-    with get_pool().connection() as conn, conn.transaction():
-        memory = sql.memories.get_memory(conn, user_id=current_user_id(), memory_id=memory_id)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            memory = sql.memories.get_memory(conn, user_id=current_user_id(), memory_id=memory_id)
     if memory is None:
         raise memory_not_found()
     return _memory.dump(memory)
@@ -106,11 +111,12 @@ def update_memory(memory_id: UUID):
     """Change a memory's content, key, or both."""
     body = load_body(_update)
     try:
-        with get_pool().connection() as conn, conn.transaction():
-            memory = sql.memories.update_memory(
-                conn, user_id=current_user_id(), memory_id=memory_id,
-                content=body.get("content"), set_key="key" in body, key=body.get("key"),
-            )
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                memory = sql.memories.update_memory(
+                    conn, user_id=current_user_id(), memory_id=memory_id,
+                    content=body.get("content"), set_key="key" in body, key=body.get("key"),
+                )
     except UniqueViolation:
         raise Conflict("Another of your memories already has this key") from None
     if memory is None:
@@ -122,8 +128,9 @@ def update_memory(memory_id: UUID):
 @jwt_required()
 def delete_memory(memory_id: UUID):
     """Forget one memory, with its history."""
-    with get_pool().connection() as conn, conn.transaction():
-        deleted = sql.memories.delete_memory(conn, user_id=current_user_id(), memory_id=memory_id)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            deleted = sql.memories.delete_memory(conn, user_id=current_user_id(), memory_id=memory_id)
     if not deleted:
         raise memory_not_found()
     return "", 204
@@ -134,8 +141,9 @@ def delete_memory(memory_id: UUID):
 def memory_history(memory_id: UUID):
     """Every version of a memory, oldest first."""
     user_id = current_user_id()
-    with get_pool().connection() as conn, conn.transaction():
-        if sql.memories.get_memory(conn, user_id=user_id, memory_id=memory_id) is None:
-            raise memory_not_found()
-        events = list(sql.memories.memory_history(conn, user_id=user_id, memory_id=memory_id))
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            if sql.memories.get_memory(conn, user_id=user_id, memory_id=memory_id) is None:
+                raise memory_not_found()
+            events = list(sql.memories.memory_history(conn, user_id=user_id, memory_id=memory_id))
     return jsonify(_event.dump(events, many=True))

@@ -7,7 +7,7 @@ from flask_jwt_extended import jwt_required
 
 from memlayer import idempotency
 from memlayer.conversation import chat_not_found, prepare_turn, store_exchange
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
 from memlayer.responders import responder_for
 from memlayer.schemas import MessageCreateSchema, MessageSchema, load_body
@@ -31,13 +31,14 @@ def list_messages(chat_id: UUID):
     page = page_params()
     after_seq = decode_cursor(page["cursor"], cursor_seq)[0] if page["cursor"] else 0
     user_id = current_user_id()
-    with get_pool().connection() as conn, conn.transaction():
-        rows = list(sql.messages.list_messages(
-            conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq, limit=page["limit"] + 1
-        ))
-        # The query only returns rows of the user's live chat; an empty page may still be a 404.
-        if not rows and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
-            raise chat_not_found()
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            rows = list(sql.messages.list_messages(
+                conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq, limit=page["limit"] + 1
+            ))
+            # The query only returns rows of the user's live chat; an empty page may still be a 404.
+            if not rows and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+                raise chat_not_found()
     return page_response(rows, page["limit"], _message, _position)
 
 
@@ -54,13 +55,16 @@ def send_message(chat_id: UUID):
     if replay is not None:
         return replay
     with idempotency.released_on_failure(claim):
-        with get_pool().connection() as conn, conn.transaction():
-            turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content, config=current_app.config)
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content, config=current_app.config)
         # No connection is held while the model answers: that may take many seconds.
         responder = responder_for(turn.model.provider)
         if wants_event_stream():
             return event_stream(turn, responder.stream(turn.model.name, turn.context), _message.dump, claim)
         reply = responder.reply(turn.model.name, turn.context)
-        with get_pool().connection() as conn, conn.transaction():
-            assistant = store_exchange(conn, turn, reply)
-            return idempotency.respond(conn, claim, _message.dump(assistant), 201)
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                assistant = store_exchange(conn, turn, reply)
+                response = idempotency.respond(conn, claim, _message.dump(assistant), 201)
+    return response

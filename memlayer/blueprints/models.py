@@ -5,7 +5,7 @@ from flask_jwt_extended import jwt_required
 
 from memlayer import config as settings
 from memlayer.catalog import is_usable
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.schemas import ModelSchema
 
 bp = Blueprint("models", __name__, url_prefix="/models")
@@ -17,7 +17,8 @@ _model = ModelSchema()
 @jwt_required()
 def list_models():
     """The enabled models this service can answer with, by name."""
-    with get_pool().connection() as conn, conn.transaction():
-        rows = list(sql.models.list_enabled_models(conn))
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            rows = list(sql.models.list_enabled_models(conn))
     default = settings.default_model(current_app.config)
     return _model.dump([{**row, "is_default": row["name"] == default} for row in rows if is_usable(row)], many=True)

@@ -5,7 +5,7 @@ from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
 
 from memlayer import quota
-from memlayer.db import get_pool, sql
+from memlayer.db import get_pool, retrying, sql
 from memlayer.schemas import UsageQuerySchema, UsageSchema, load_query
 from memlayer.tokens import current_user_id
 
@@ -25,9 +25,10 @@ def usage():
     if start >= end:
         raise ValidationError({"from": ["Must be before 'to'."]})
     monthly_quota, user_id = current_app.config["MONTHLY_TOKEN_QUOTA"], current_user_id()
-    with get_pool().connection() as conn, conn.transaction():
-        *models, total = sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end)
-        used = sql.usage.tokens_used(conn, user_id=user_id, period=quota.period_of(now)) if monthly_quota else None
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            *models, total = sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end)
+            used = sql.usage.tokens_used(conn, user_id=user_id, period=quota.period_of(now)) if monthly_quota else None
     return _usage.dump({
         "start": start, "end": end, "models": models, "total": total,
         "quota": None if used is None else
