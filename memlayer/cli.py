@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,8 +43,16 @@ def serve(bind: str, workers: int) -> None:
     try:
         config.check(settings)
         database_url, _ = prepare_database(settings)
-    except (config.ConfigError, psycopg.OperationalError) as error:
-        # The message names the host and the problem, never a password.
+    except psycopg.OperationalError as error:
+        if not settings.get("DATABASE_URL"):  # the embedded server did not start: nothing to wait for
+            raise click.ClickException(f"cannot start: {error}") from None
+        # A database that is down must not keep the API down once it returns: serve (503s meanwhile) and
+        # migrate as soon as it answers. The message names the host and the problem, never a password.
+        logger.warning("database unreachable at start (%s); serving anyway, migrating once it answers",
+                       str(error).strip().splitlines()[0])
+        database_url = settings["DATABASE_URL"]
+        threading.Thread(target=_prepare_when_reachable, args=(settings,), daemon=True).start()
+    except config.ConfigError as error:
         raise click.ClickException(f"cannot start: {error}") from None
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
@@ -67,6 +76,21 @@ def prepare_database(settings) -> tuple[str, list[str]]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         catalog.seed_models(conn, settings)
     return database_url, applied
+
+
+MIGRATE_RETRY_SECONDS = 1.0
+
+
+def _prepare_when_reachable(settings) -> None:
+    """Retry prepare_database until the database answers (serve's workers answer 503 until then)."""
+    while True:
+        time.sleep(MIGRATE_RETRY_SECONDS)
+        try:
+            _, applied = prepare_database(settings)
+        except psycopg.OperationalError:
+            continue
+        logger.info("database reachable; migrations applied: %s", ", ".join(applied) or "none needed")
+        return
 
 
 def _run_until_stopped(server: subprocess.Popen, *, deadline: float) -> int:

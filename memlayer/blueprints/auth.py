@@ -1,7 +1,7 @@
 """/auth: register, log in, refresh, log out, and who am I."""
 
 from flask import Blueprint
-from flask_jwt_extended import get_jwt, jwt_required
+from flask_jwt_extended import jwt_required
 
 from memlayer.db import get_pool, retrying, sql
 from memlayer.errors import Conflict, NotFound, Unauthorized
