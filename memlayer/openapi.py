@@ -28,6 +28,7 @@ class Operation:
     event_stream: bool = False  # also answers Server-Sent Events (200) to `Accept: text/event-stream`
     errors: tuple[int, ...] = field(default_factory=tuple)
     idempotent: bool = False  # honours an Idempotency-Key header
+    body_required: bool = True  # False: no body at all means every field's default
 
 
 # Keyed by Flask endpoint; a test checks that every API route has an entry.
@@ -39,7 +40,7 @@ OPERATIONS: dict[str, Operation] = {
     "auth.me": Operation("auth", 200, schemas.UserSchema),
     "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),
     "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,),
-                                   idempotent=True),
+                                   idempotent=True, body_required=False),
     "chats.get_chat": Operation("chats", 200, schemas.ChatSchema, errors=(404,)),
     "chats.update_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
     "chats.delete_chat": Operation("chats", 204, errors=(404,)),
@@ -131,7 +132,11 @@ def _describe(rule, view, operation: Operation) -> dict:
     if parameters:
         described["parameters"] = parameters
     if operation.body is not None:
-        described["requestBody"] = {"required": True, "content": {"application/json": {"schema": operation.body}}}
+        body = operation.body
+        if issubclass(body, schemas.PatchSchema):
+            body = {"allOf": [body], "minProperties": 1}  # a PATCH must change something
+        described["requestBody"] = {"required": operation.body_required,
+                                    "content": {"application/json": {"schema": body}}}
     success: dict = {"description": "Success"}
     if operation.response is not None:
         body_schema = {"type": "array", "items": operation.response} if operation.many else operation.response
@@ -167,4 +172,7 @@ def _describe(rule, view, operation: Operation) -> dict:
             "description": "Error",
             "content": {"application/json": {"schema": "Error"}},
         }
+    if operation.paginated or operation.query is not None:
+        # gunicorn refuses a request line over 4094 bytes before the app sees it (its own HTML page).
+        described["responses"]["414"] = {"description": "URI too long (answered by gunicorn, not JSON)"}
     return described

@@ -23,6 +23,9 @@ class Text(fields.String):
     """A string PostgreSQL can store (no NUL), optionally trimmed, blank only when allowed."""
 
     def __init__(self, *args, strip: bool = True, allow_blank: bool = False, **kwargs):
+        # The OpenAPI document says the same: no NUL, and (unless blank is allowed) some non-space character.
+        pattern = r"^[^\u0000]*$" if allow_blank else r"^[^\u0000]*\S[^\u0000]*$"
+        kwargs["metadata"] = {"pattern": pattern, **kwargs.get("metadata", {})}
         super().__init__(*args, **kwargs)
         self.strip = strip
         self.allow_blank = allow_blank
@@ -64,7 +67,7 @@ class LoginSchema(_CredentialsSchema):
     password = Text(required=True, strip=False, validate=validate.Length(max=1024))
 
 
-class _PatchSchema(Schema):
+class PatchSchema(Schema):
     """A PATCH body: every field optional, at least one given."""
 
     @validates_schema
@@ -80,7 +83,7 @@ class ChatCreateSchema(Schema):
     model = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
 
 
-class ChatUpdateSchema(_PatchSchema):
+class ChatUpdateSchema(PatchSchema):
     """Body of PATCH /chats/{id}: a new title, a model (null: the service's default), or both."""
 
     title = Text(validate=validate.Length(max=MAX_TITLE_LENGTH))
@@ -115,7 +118,7 @@ class MemoryCreateSchema(Schema):
     key = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
 
 
-class MemoryUpdateSchema(_PatchSchema):
+class MemoryUpdateSchema(PatchSchema):
     """Body of PATCH /memories/{id}: content, key (null removes it), or both."""
 
     content = Text(validate=validate.Length(max=MAX_MEMORY_LENGTH))
