@@ -1,8 +1,9 @@
 """MemLayer: a chat-and-memory backend for LLM assistants (Flask app factory)."""
 
-from flask import Flask
+from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
+from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from memlayer import config, db, errors, headers, logs, ratelimit, responders, tokens
@@ -22,6 +23,16 @@ class JSONProvider(DefaultJSONProvider):
         if json_depth(value) > self._app.config["MAX_JSON_DEPTH"]:
             raise ValueError("JSON nested too deeply")
         return value
+
+
+class JSONRequest(Request):
+    """Flask's request, except that a body that is not JSON says why (Flask hides it outside debug mode)."""
+
+    def on_json_loading_failed(self, e: ValueError | None):
+        """400 naming the problem: a syntax error's position, or too deep a nesting (never the body itself)."""
+        if e is None:
+            return super().on_json_loading_failed(e)
+        raise BadRequest(f"Malformed JSON body: {e}")
 
 
 def json_depth(value) -> int:
@@ -46,6 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     config.check(app.config)
     app.json = JSONProvider(app)
+    app.request_class = JSONRequest
 
     logs.init_app(app)
     errors.init_app(app)
