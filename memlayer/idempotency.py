@@ -64,12 +64,12 @@ def claim_request(user_id: uuid.UUID) -> tuple[Claim | None, Response | None]:
     key = request_key()
     if key is None:
         return None, None
-    claim = Claim(user_id, key, uuid.uuid4())
+    claim, this_request = Claim(user_id, key, uuid.uuid4()), fingerprint()
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
             sql.idempotency.purge_expired_keys(conn, ttl_seconds=TTL_SECONDS)
             claimed = sql.idempotency.claim_key(
-                conn, user_id=user_id, key=key, fingerprint=fingerprint(), claim_token=claim.token,
+                conn, user_id=user_id, key=key, fingerprint=this_request, claim_token=claim.token,
                 lease_seconds=graceful_timeout(current_app.config), ttl_seconds=TTL_SECONDS,
             )
             earlier = None if claimed else sql.idempotency.get_key(conn, user_id=user_id, key=key)
@@ -77,7 +77,7 @@ def claim_request(user_id: uuid.UUID) -> tuple[Claim | None, Response | None]:
         return claim, None
     if earlier is None:  # the first request failed and gave the key back just now
         raise Conflict(f"A request with this {HEADER} is still in progress", headers={"Retry-After": "1"})
-    if earlier["fingerprint"] != fingerprint():
+    if earlier["fingerprint"] != this_request:
         raise ApiError(f"This {HEADER} was used for a different request", status=422)
     if earlier["status_code"] is None:
         raise Conflict(f"A request with this {HEADER} is still in progress",
