@@ -42,8 +42,7 @@ def event_stream(turn: Turn, stream: ReplyStream, dump_message, claim: idempoten
             for attempt in retrying():
                 with attempt, get_pool().connection() as conn, conn.transaction():
                     message = dump_message(store_exchange(conn, turn, stream.reply))
-                    if claim is not None:
-                        idempotency.record(conn, claim, current_app.json.response(message).get_data(as_text=True), 201)
+                    idempotency.respond(conn, claim, message, 201)  # what a retry with the key is answered
             stored = True
             yield sse("message", message)
         except Exception as error:  # the status line is sent already: every failure becomes an event

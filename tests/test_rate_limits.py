@@ -1,7 +1,9 @@
 """Brute-force limits on login and register: per client address, per account, shared through Redis."""
 
+import os
 import socket
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from werkzeug import security
@@ -97,17 +99,25 @@ def test_unknown_email_costs_one_hash_check_like_a_wrong_password(client, user, 
     assert len(checked) == 2 and checked[0] == checked[1]
 
 
-def _redis_is_up() -> bool:
+# CI sets MEMLAYER_TEST_REDIS_URL after making sure Redis runs, so there the test can only pass or fail.
+REDIS_URL = os.environ.get("MEMLAYER_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A reachable Redis: required when MEMLAYER_TEST_REDIS_URL is set, else the local one if it runs."""
+    parts = urlsplit(REDIS_URL)
     try:
-        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
-        return True
+        socket.create_connection((parts.hostname, parts.port or 6379), timeout=1).close()
     except OSError:
-        return False
+        if "MEMLAYER_TEST_REDIS_URL" in os.environ:
+            pytest.fail(f"MEMLAYER_TEST_REDIS_URL is set but nothing answers at {parts.hostname}:{parts.port}")
+        pytest.skip("no Redis at 127.0.0.1:6379 and MEMLAYER_TEST_REDIS_URL unset (.ci/run starts one)")
+    return REDIS_URL
 
 
-@pytest.mark.skipif(not _redis_is_up(), reason="no Redis at 127.0.0.1:6379")
-def test_workers_share_counts_through_redis(app_factory):
-    shared = {"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379", "RATELIMIT_KEY_PREFIX": f"memlayer-test-{uuid.uuid4().hex}",
+def test_workers_share_counts_through_redis(app_factory, redis_url):
+    shared = {"RATELIMIT_STORAGE_URI": redis_url, "RATELIMIT_KEY_PREFIX": f"memlayer-test-{uuid.uuid4().hex}",
               "RATELIMIT_LOGIN_PER_ADDRESS": "2 per minute"}
     worker_a = _limited_client(app_factory, **shared)
     worker_b = _limited_client(app_factory, **shared)

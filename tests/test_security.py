@@ -11,6 +11,7 @@ API8 security misconfiguration: CORS only for configured origins, no-store and n
 import json
 
 import pytest
+from psycopg import sql as pgsql
 
 from conftest import count_rows, new_chat, new_user, send
 
@@ -32,7 +33,8 @@ def id_routes(app) -> list[tuple[str, str]]:
 def everything(db) -> dict:
     """Every row of the user-data tables, to prove nothing changed."""
     tables = ("chats", "messages", "memories", "memory_events", "idempotency_keys")
-    return {table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() for table in tables}  # noqa: S608
+    return {table: db.execute(pgsql.SQL("SELECT * FROM {} ORDER BY 1").format(pgsql.Identifier(table))).fetchall()
+            for table in tables}
 
 
 @pytest.fixture
