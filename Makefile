@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench-memory bench-slow-model clean
+.PHONY: run test bench bench-memory bench-slow-model clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -28,6 +28,11 @@ test: $(VENV)/.installed-dev
 $(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed
+
+# The operator's benchmark: gunicorn as `make run` starts it, wrk and pgbench on a fresh seeded database
+# (embedded unless MEMLAYER_DATABASE_URL is set); one table, bench/results/<date>.json (about 6 minutes).
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # Recall and page costs at 10,000 users / 1,000,000 messages (seeded once, a few minutes).
 bench-memory: $(VENV)/.installed

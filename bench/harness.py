@@ -3,11 +3,13 @@
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -39,13 +41,15 @@ def percentiles(samples_ms: list[float]) -> dict:
 class Service:
     """`memlayer serve` on a free port for the length of the run."""
 
-    def __init__(self, database_url: str, env: dict | None = None):
+    def __init__(self, database_url: str, env: dict | None = None, *, workers: int | None = 2, log_path: Path | None = None):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": f"127.0.0.1:{self.port}",
                "MEMLAYER_LOG_LEVEL": "WARNING", **(env or {})}
-        self.process = subprocess.Popen([sys.executable, "-m", "memlayer", "serve", "--workers", "2"], env=env, cwd=ROOT)
+        command = [sys.executable, "-m", "memlayer", "serve"] + (["--workers", str(workers)] if workers else [])
+        self.log = open(log_path, "ab") if log_path else None
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT if self.log else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -88,3 +92,67 @@ class Service:
         """Stop the service (and gunicorn under it)."""
         self.process.send_signal(signal.SIGINT)
         self.process.wait(timeout=60)
+        if self.log:
+            self.log.close()
+
+
+def ensure_wrk() -> str:
+    """Path of wrk, installed from Debian's packages when missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("installing wrk from Debian's packages", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        subprocess.run(sudo + command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk") or sys.exit("wrk could not be installed")
+
+
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "requests.lua"
+
+
+def wrk(port: int, targets: list[tuple[str, str, str | None, str | None]], *, seconds: float, connections: int,
+        threads: int = 2) -> dict:
+    """Drive the service with wrk over (method, path, token, body) targets, round-robin; rate, latencies, errors."""
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False) as listing:
+        for method, path, token, body in targets:
+            listing.write("\t".join((method, path, token or "-", body or "-")) + "\n")
+    try:
+        done = subprocess.run(
+            [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+             "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}", "--", listing.name, str(threads)],
+            capture_output=True, text=True, check=True,
+        )
+    finally:
+        os.unlink(listing.name)
+    line = next(line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT "))
+    raw = json.loads(line.removeprefix("WRK_RESULT "))
+    errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
+    return {
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p90_ms": round(raw["p90_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+        "errors": errors,
+        "requests": raw["requests"],
+    }
+
+
+def gunicorn_workers(service: "Service") -> list:
+    """The gunicorn worker processes under a `memlayer serve` (as psutil processes)."""
+    import psutil
+
+    processes = psutil.Process(service.process.pid).children(recursive=True)
+    pids = {p.pid for p in processes}
+    masters = [p for p in processes if any(c.pid in pids for c in p.children())]
+    return [c for master in masters for c in master.children()]
+
+
+def rss_mb(process) -> dict:
+    """A process's resident memory now and at its peak (VmHWM), in MB."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    kb = lambda name: int(fields[name].split()[0])  # noqa: E731
+    return {"pid": process.pid, "rss_mb": round(kb("VmRSS") / 1024, 1), "peak_rss_mb": round(kb("VmHWM") / 1024, 1)}
+

@@ -33,7 +33,7 @@ def fresh_database() -> str:
     url = bench_database_url("memlayer_bench_slow")
     apply_migrations(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens, monthly_usage")
+        conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens, monthly_usage, idempotency_keys")
     return url
 
 

