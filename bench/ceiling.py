@@ -21,12 +21,12 @@ import psycopg
 
 from memlayer.db import sql
 
-# Each inner tuple is one transaction; a query is "<sql file>.<query name>".
+# (in a transaction?, queries): each entry is one connection checkout; a query is "<sql file>.<query name>".
 SEND_PATH = (
-    ("tokens.token_is_usable",),
-    ("chats.chat_for_send", "messages.recent_messages", "memories.recall"),
-    ("chats.lock_chat", "messages.insert_user_message", "messages.insert_assistant_message",
-     "chats.touch_chat", "usage.charge_tokens"),
+    (False, ("tokens.token_is_usable",)),  # the token blocklist check: one statement in autocommit
+    (True, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),
+    (True, ("chats.lock_chat", "messages.insert_user_message", "messages.insert_assistant_message",
+            "chats.touch_chat", "usage.charge_tokens")),
 )
 
 # pgbench variables for parameters whose name means something else in another statement of the path.
@@ -92,10 +92,10 @@ def script() -> str:
         "\\endif",
         "\\set content random(1, 100000000)",
     ]
-    for transaction in SEND_PATH:
-        lines.append("BEGIN;")
-        lines.extend(statement(name) for name in transaction)
-        lines.append("COMMIT;")
+    for in_transaction, queries in SEND_PATH:
+        lines += ["BEGIN;"] if in_transaction else []
+        lines.extend(statement(name) for name in queries)
+        lines += ["COMMIT;"] if in_transaction else []
     return "\n".join(lines) + "\n"
 
 

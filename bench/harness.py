@@ -156,3 +156,40 @@ def rss_mb(process) -> dict:
     kb = lambda name: int(fields[name].split()[0])  # noqa: E731
     return {"pid": process.pid, "rss_mb": round(kb("VmRSS") / 1024, 1), "peak_rss_mb": round(kb("VmHWM") / 1024, 1)}
 
+
+
+def cpu_seconds(processes) -> float:
+    """User + system CPU seconds the processes used so far (0 for one that has exited)."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of every PostgreSQL server on this machine, including backends that already exited."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        try:
+            if process.info["name"] != "postgres" or process.parent().name() == "postgres":
+                continue
+            times = process.cpu_times()  # the postmaster: its own time and its reaped children's
+            total += times.user + times.system + times.children_user + times.children_system
+            total += cpu_seconds(process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others (/proc/stat 'steal'), summed over CPUs."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0

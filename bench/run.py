@@ -27,7 +27,7 @@ from flask_jwt_extended import decode_token
 
 import ceiling  # bench/ is on sys.path when run as a script
 import slow_model
-from harness import ROOT, Service, gunicorn_workers, rss_mb, wrk
+from harness import ROOT, Service, cpu_seconds, gunicorn_workers, postgres_cpu_seconds, rss_mb, steal_seconds, wrk
 from memlayer import config as settings
 from memlayer import create_app
 from memlayer.db import close_pool
@@ -56,6 +56,29 @@ def fresh_database() -> str:
     return url
 
 
+class Meter:
+    """CPU used while a load runs: by the service's workers, by PostgreSQL, and stolen by the hypervisor."""
+
+    def __init__(self, workers: list):
+        self.workers = workers
+
+    def __enter__(self) -> "Meter":
+        self.start = (cpu_seconds(self.workers), postgres_cpu_seconds(), steal_seconds(), time.monotonic())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.end = (cpu_seconds(self.workers), postgres_cpu_seconds(), steal_seconds(), time.monotonic())
+
+    def per_request(self, requests: int) -> dict:
+        """CPU ms per request in the service and in PostgreSQL (steal-proof, unlike req/s), and the steal share."""
+        service, postgres, steal, wall = (b - a for a, b in zip(self.start, self.end))
+        return {
+            "service_cpu_ms": round(service * 1000 / max(requests, 1), 2) if self.workers else None,
+            "postgres_cpu_ms": round(postgres * 1000 / max(requests, 1), 2),
+            "steal_pct": round(100 * steal / (wall * (os.cpu_count() or 1)), 1),
+        }
+
+
 class Bench:
     """One run: the seeded database, the service, tokens, and the results gathered so far."""
 
@@ -82,7 +105,9 @@ class Bench:
         connections = connections or self.connections
         if warmup:
             wrk(self.service.port, targets, seconds=warmup, connections=connections)
-        result = wrk(self.service.port, targets, seconds=seconds or self.seconds, connections=connections)
+        with Meter(gunicorn_workers(self.service)) as meter:
+            result = wrk(self.service.port, targets, seconds=seconds or self.seconds, connections=connections)
+        result |= meter.per_request(result["requests"])
         self.results[name] = result | {"connections": connections}
         print(f"  {name}: {result}", flush=True)
         return result
@@ -120,8 +145,10 @@ def scenario_send(bench: Bench) -> None:
                 "tokens": sample[1] + sample[2], "cost": sample[3], "quota": ceiling.QUOTA_NEVER_REACHED,
             })
     ceiling.load_clients(bench.url, clients)
-    result = ceiling.run_pgbench(str(embedded_program("pgbench")), bench.url, clients=bench.connections,
-                                 threads=2, seconds=int(bench.seconds))
+    with Meter([]) as meter:
+        result = ceiling.run_pgbench(str(embedded_program("pgbench")), bench.url, clients=bench.connections,
+                                     threads=2, seconds=int(bench.seconds))
+    result |= meter.per_request(result["requests"])
     bench.results["send ceiling (pgbench)"] = result | {"connections": bench.connections}
     print(f"  send ceiling (pgbench): {result}", flush=True)
 
@@ -232,10 +259,14 @@ def summary(results: dict, workers: list[dict]) -> dict:
 
 def table(results: dict, totals: dict) -> str:
     """The results as one Markdown table and the target lines under it."""
-    lines = ["| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | errors | CPU ms/req service + PG | steal |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         rps = f"{r['rps']:,.0f}" if r.get("rps") is not None else "-"
-        lines.append(f"| {name} | {r['connections']} | {rps} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['errors']} |")
+        cpu = "-" if r.get("postgres_cpu_ms") is None else f"{r['service_cpu_ms'] or 0} + {r['postgres_cpu_ms']}"
+        steal = f"{r['steal_pct']}%" if r.get("steal_pct") is not None else "-"
+        lines.append(f"| {name} | {r['connections']} | {rps} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} "
+                     f"| {r['errors']} | {cpu} | {steal} |")
     lines.append("")
     if totals["send_vs_ceiling"] is not None:
         lines.append(f"- send / ceiling: **{totals['send_vs_ceiling']:.0%}** of pgbench running the send path's own SQL")

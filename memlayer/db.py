@@ -2,6 +2,8 @@
 
 import atexit
 import logging
+import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,7 +46,8 @@ def create_pool(config) -> ConnectionPool:
         min_size=int(config["POOL_MIN_SIZE"]),
         max_size=int(config["POOL_MAX_SIZE"]),
         timeout=float(config["POOL_TIMEOUT"]),
-        check=ConnectionPool.check_connection,
+        check=check_if_idle,
+        reset=_mark_returned,
         kwargs={
             # autocommit=True so conn.transaction() is a real BEGIN/COMMIT, not a savepoint.
             "autocommit": True,
@@ -57,6 +60,24 @@ def create_pool(config) -> ConnectionPool:
         name="memlayer",
         open=False,
     )
+
+
+# A connection back in the pool for longer than this is probed (one empty query) before it is lent again:
+# after a database restart, idle connections are dead. One returned moments ago was just working, and
+# probing it too would add a round trip to every checkout under load (measured in the closing note of
+# issue 6); if it died since, its request fails with a 503 and the pool replaces it.
+CHECK_IDLE_SECONDS = 1.0
+_returned_at: "weakref.WeakKeyDictionary[psycopg.Connection, float]" = weakref.WeakKeyDictionary()
+
+
+def _mark_returned(conn: psycopg.Connection) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+def check_if_idle(conn: psycopg.Connection) -> None:
+    """The pool's checkout check: probe a connection that sat idle (raises when it is broken, so it is replaced)."""
+    if time.monotonic() - _returned_at.get(conn, 0.0) > CHECK_IDLE_SECONDS:
+        ConnectionPool.check_connection(conn)
 
 
 def _log_reconnect_failed(pool: ConnectionPool) -> None:
