@@ -67,6 +67,19 @@ def database_url(server_url: str):
     drop_database(server_url, url)
 
 
+def through_pooler(url: str) -> str:
+    """The URL apps under test use: via the PgBouncer at MEMLAYER_TEST_POOLER (host:port) when set, else url.
+
+    Only the apps go through the pooler; fixtures that create, truncate and inspect the database connect directly.
+    """
+    pooler = os.environ.get("MEMLAYER_TEST_POOLER")
+    if not pooler:
+        return url
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}@{pooler}" if user else pooler))
+
+
 @pytest.fixture
 def app_factory(database_url):
     """Build apps on the test database; every pool is closed after the test."""
@@ -75,7 +88,7 @@ def app_factory(database_url):
     def build(**overrides):
         settings = {
             "TESTING": True,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": through_pooler(database_url),
             "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH,
             "POOL_MIN_SIZE": 1,
             "POOL_MAX_SIZE": 8,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import RecordingResponder, install_responder, new_chat, new_user, send
+from conftest import RecordingResponder, install_responder, new_chat, new_user, send, settled_stats
 from memlayer.config import ConfigError
 from memlayer.context import (
     MEMORY_HEADER,
@@ -109,7 +109,7 @@ def test_reads_happen_before_the_reply_and_no_connection_is_held_during_it(app, 
 
     class Inspecting(TextResponder):
         def answer(self, model, messages):
-            seen.update(pool.get_stats())
+            seen.update(settled_stats(pool))  # a leaked connection never settles back into the pool
             return "fine"
 
     install_responder(app, Inspecting())
