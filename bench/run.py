@@ -305,6 +305,7 @@ def main() -> None:
             if name in args.only and name != "slow-model":
                 print(f"{name}:", flush=True)
                 globals()[f"scenario_{name.replace('-', '_')}"](bench)
+        time.sleep(5)  # requests still queued when wrk stopped (logins) finish first
         workers = [rss_mb(worker) for worker in gunicorn_workers(bench.service)]
     finally:
         bench.stop()

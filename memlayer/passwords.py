@@ -1,14 +1,21 @@
 """Password hashing with werkzeug.security (scrypt); always called with no connection borrowed."""
 
+import threading
 from functools import lru_cache
 
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
+# scrypt takes 32 MiB and a core for about a quarter of a second per hash. More hashes at once than one
+# per worker add no throughput on a busy host, only memory (a login burst on 64 threads grew a worker to
+# 530 MB) and CPU taken from every other request; so each worker process hashes one password at a time.
+_hashing = threading.BoundedSemaphore(1)
+
 
 def hash_password(password: str) -> str:
     """Hash a password with the configured method."""
-    return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
+    with _hashing:
+        return generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
 
 def needs_rehash(stored_hash: str) -> bool:
@@ -18,10 +25,12 @@ def needs_rehash(stored_hash: str) -> bool:
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Check a password; with no stored hash, spend the same time on a dummy and fail."""
-    if stored_hash is None:
-        check_password_hash(_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
-        return False
-    return check_password_hash(stored_hash, password)
+    dummy = _dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]) if stored_hash is None else None
+    with _hashing:
+        if dummy is not None:
+            check_password_hash(dummy, password)
+            return False
+        return check_password_hash(stored_hash, password)
 
 
 @lru_cache(maxsize=4)
