@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 from datetime import date
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg

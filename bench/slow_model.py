@@ -14,10 +14,9 @@ import threading
 import time
 from datetime import date
 
-import psutil
 import psycopg
 
-from harness import ROOT, Service, bench_database_url, percentiles  # bench/ is on sys.path when run as a script
+from harness import ROOT, Service, bench_database_url, gunicorn_workers, percentiles  # bench/ is on sys.path when run as a script
 from memlayer.migrate import apply_migrations
 
 sys.path.insert(0, str(ROOT / "tests"))  # the fake model is the one the tests use
@@ -56,10 +55,7 @@ class Client:
 
 def worker_rss_mb(service: Service) -> list[float]:
     """Resident memory of each gunicorn worker (the master's children)."""
-    processes = psutil.Process(service.process.pid).children(recursive=True)
-    masters = [p for p in processes if any(c.pid in {q.pid for q in processes} for c in p.children())]
-    workers = [c for master in masters for c in master.children()]
-    return [round(w.memory_info().rss / 2**20, 1) for w in workers]
+    return [round(w.memory_info().rss / 2**20, 1) for w in gunicorn_workers(service)]
 
 
 def run(url: str, threads: int, seconds: float) -> dict:
