@@ -14,7 +14,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+from psycopg import sql as pgsql
+
 from memlayer.embedded import ensure_database, start_embedded
+from memlayer.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +30,18 @@ def bench_database_url(name: str) -> str:
         ensure_database(given, name)
         return urlunsplit(urlsplit(given)._replace(path=f"/{name}"))
     return start_embedded(str(ROOT / ".memlayer" / "bench"), database=name)
+
+
+def fresh_database(name: str) -> str:
+    """URL of database `name`, dropped if an earlier run left it, created and migrated: every run starts empty."""
+    given = os.environ.get("MEMLAYER_DATABASE_URL")
+    admin = given or start_embedded(str(ROOT / ".memlayer" / "bench"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
+        conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
+    url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    apply_migrations(url)
+    return url
 
 
 def percentiles(samples_ms: list[float]) -> dict:

@@ -101,7 +101,7 @@ def seed(conn: psycopg.Connection, plan: Plan, password_hash: str, emails: list[
     for name in recall_indexes:
         conn.execute(f"DROP INDEX {name}")
     user_ids = [uuid.uuid4() for _ in plan.counts]
-    _copy(conn, "COPY users (id, email, password_hash) FROM STDIN",
+    copy_rows(conn, "COPY users (id, email, password_hash) FROM STDIN",
           [(user_id, email, password_hash) for user_id, email in zip(user_ids, emails)])
     chat_rows, message_rows = [], []
     for user_id, count in zip(user_ids, plan.counts):
@@ -120,21 +120,22 @@ def seed(conn: psycopg.Connection, plan: Plan, password_hash: str, emails: list[
                 at += step
             chat_rows.append((chat_id, user_id, f"Chat {len(chat_rows)}", start, min(at, now)))
             remaining -= size
-    _copy(conn, "COPY chats (id, user_id, title, created_at, updated_at) FROM STDIN", chat_rows)
-    _copy(conn, "COPY messages (chat_id, user_id, role, content, created_at) FROM STDIN", message_rows)
+    copy_rows(conn, "COPY chats (id, user_id, title, created_at, updated_at) FROM STDIN", chat_rows)
+    copy_rows(conn, "COPY messages (chat_id, user_id, role, content, created_at) FROM STDIN", message_rows)
     memory_rows = []
     for index, user_id in enumerate(user_ids):
         count = HEAVY_USER_MEMORIES if index == 0 else text.rng.randint(0, 20)
         for n in range(count):
             at = now - timedelta(days=text.rng.uniform(0, 365))
             memory_rows.append((user_id, f"fact-{n}" if n % 2 else None, text.sentence(3, 12), at, at))
-    _copy(conn, "COPY memories (user_id, key, content, created_at, updated_at) FROM STDIN", memory_rows)
+    copy_rows(conn, "COPY memories (user_id, key, content, created_at, updated_at) FROM STDIN", memory_rows)
     conn.execute("SET maintenance_work_mem = '512MB'")
     for definition in recall_indexes.values():
         conn.execute(definition)
 
 
-def _copy(conn: psycopg.Connection, statement: str, rows: list[tuple]) -> None:
+def copy_rows(conn: psycopg.Connection, statement: str, rows: list[tuple]) -> None:
+    """Load rows with one COPY statement."""
     with conn.cursor().copy(statement) as copy:
         for row in rows:
             copy.write_row(row)

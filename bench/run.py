@@ -19,19 +19,19 @@ import threading
 import time
 import uuid
 from datetime import date
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import psycopg
 from flask_jwt_extended import decode_token
 
 import ceiling  # bench/ is on sys.path when run as a script
 import slow_model
-from harness import ROOT, Service, cpu_seconds, gunicorn_workers, postgres_cpu_seconds, rss_mb, steal_seconds, wrk
+from harness import (ROOT, Service, cpu_seconds, fresh_database, gunicorn_workers, postgres_cpu_seconds, rss_mb,
+                     steal_seconds, wrk)
 from memlayer import config as settings
 from memlayer import create_app
 from memlayer.db import close_pool
-from memlayer.embedded import embedded_program, embedded_server
-from memlayer.migrate import apply_migrations
+from memlayer.embedded import embedded_program
 from memlayer.pagination import encode_cursor
 from memlayer.tokens import issue_tokens
 from memory_data import TextMaker
@@ -41,18 +41,6 @@ DATABASE = "memlayer_bench_run"
 SCENARIOS = ("send", "pages", "chats", "memories", "mix", "slow-model", "login")
 # Login limits would answer most of a login burst with 429s; the burst measures scrypt, not the limiter.
 LOGIN_LIMIT_OVERRIDE = "1000000 per minute"
-
-
-def fresh_database() -> str:
-    """URL of a newly created, migrated database, dropped first if an earlier run left it."""
-    given = os.environ.get("MEMLAYER_DATABASE_URL")
-    admin = given or embedded_server(str(ROOT / ".memlayer" / "bench")).get_uri()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(DATABASE)))
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(DATABASE)))
-    url = urlunsplit(urlsplit(admin)._replace(path=f"/{DATABASE}"))
-    apply_migrations(url)
-    return url
 
 
 class Meter:
@@ -84,8 +72,8 @@ class Bench:
     def __init__(self, url: str, seeded: Seeded, seconds: float, connections: int):
         self.url, self.seeded, self.seconds, self.connections = url, seeded, seconds, connections
         self.secret = secrets.token_urlsafe(48)
-        self.config = {**settings.load(), "DATABASE_URL": url, "JWT_SECRET_KEY": self.secret}
         self.app = create_app({"DATABASE_URL": url, "JWT_SECRET_KEY": self.secret, "RATELIMIT_ENABLED": False})
+        self.config = self.app.config  # the settings the service runs with (same environment)
         self.results: dict[str, dict] = {}
         self.log_path = ROOT / ".memlayer" / "bench" / "service.log"
         self.service = Service(url, {
@@ -222,7 +210,7 @@ def scenario_login(bench: Bench) -> None:
 
 def scenario_slow_model(bench: Bench) -> None:
     """bench/slow_model.py's run at 64 threads per worker: 64 sends wait on a 2 s model, GET /chats timed."""
-    run = slow_model.run(slow_model.fresh_database(), threads=64, seconds=bench.seconds)
+    run = slow_model.run(fresh_database("memlayer_bench_slow"), threads=64, seconds=bench.seconds)
     loaded = run["get_chats_loaded"]
     bench.results["GET /chats while 64 sends wait on a 2 s model"] = {
         "rps": None, "p50_ms": loaded["p50_ms"], "p90_ms": loaded["p90_ms"], "p99_ms": loaded["p99_ms"],
@@ -293,7 +281,7 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.monotonic()
-    url = fresh_database()
+    url = fresh_database(DATABASE)
     print("seeding ...", flush=True)
     seeded = seed(url, settings.load()["PASSWORD_HASH_METHOD"])
     print(f"seeded in {time.monotonic() - started:.0f} s; starting the service", flush=True)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from werkzeug.security import generate_password_hash
 
-from memory_data import TextMaker, _copy  # bench/ is on sys.path when run as a script
+from memory_data import TextMaker, copy_rows  # bench/ is on sys.path when run as a script
 
 PASSWORD = "bench password 1234"
 SEND_USERS = 64
@@ -76,10 +76,10 @@ class Loader:
         ).fetchall())
         for name in definitions:
             conn.execute(psycopg.sql.SQL("DROP INDEX {}").format(psycopg.sql.Identifier(name)))
-        _copy(conn, "COPY users (id, email, password_hash) FROM STDIN", self.users)
-        _copy(conn, "COPY chats (id, user_id, title, created_at, updated_at) FROM STDIN", self.chats)
-        _copy(conn, "COPY messages (chat_id, user_id, role, content, created_at) FROM STDIN", self.messages)
-        _copy(conn, "COPY memories (user_id, key, content, created_at, updated_at) FROM STDIN", self.memories)
+        copy_rows(conn, "COPY users (id, email, password_hash) FROM STDIN", self.users)
+        copy_rows(conn, "COPY chats (id, user_id, title, created_at, updated_at) FROM STDIN", self.chats)
+        copy_rows(conn, "COPY messages (chat_id, user_id, role, content, created_at) FROM STDIN", self.messages)
+        copy_rows(conn, "COPY memories (user_id, key, content, created_at, updated_at) FROM STDIN", self.memories)
         conn.execute("SET maintenance_work_mem = '512MB'")
         for definition in definitions.values():
             conn.execute(definition)

@@ -14,10 +14,8 @@ import threading
 import time
 from datetime import date
 
-import psycopg
 
-from harness import ROOT, Service, bench_database_url, gunicorn_workers, percentiles  # bench/ is on sys.path when run as a script
-from memlayer.migrate import apply_migrations
+from harness import ROOT, Service, fresh_database, gunicorn_workers, percentiles  # bench/ is on sys.path when run as a script
 
 sys.path.insert(0, str(ROOT / "tests"))  # the fake model is the one the tests use
 from fake_provider import FakeProvider, Reply  # noqa: E402
@@ -25,15 +23,6 @@ from fake_provider import FakeProvider, Reply  # noqa: E402
 SENDERS = 64
 MODEL_SECONDS = 2.0
 PASSWORD = "bench password 1234"
-
-
-def fresh_database() -> str:
-    """An empty, migrated database for this run (embedded unless MEMLAYER_DATABASE_URL is set)."""
-    url = bench_database_url("memlayer_bench_slow")
-    apply_migrations(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, chats, messages, memories, memory_events, revoked_tokens, monthly_usage, idempotency_keys")
-    return url
 
 
 class Client:
@@ -132,7 +121,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="how long GET /chats is timed under load")
     parser.add_argument("--threads", type=int, nargs="+", default=[64, 4], help="threads per worker to compare")
     args = parser.parse_args()
-    url = fresh_database()
+    url = fresh_database("memlayer_bench_slow")
     runs = [run(url, threads, args.seconds) for threads in args.threads]
 
     print(f"\n{SENDERS} clients sending in a loop to a model that answers in {MODEL_SECONDS:.0f} s; "
