@@ -1,5 +1,11 @@
 """The OpenAPI document, the offline docs page, and the health endpoints."""
 
+import time
+
+import pytest
+
+from memlayer import db as memlayer_db
+from memlayer.db import get_pool
 from memlayer.openapi import DOCUMENTED_ELSEWHERE, OPERATIONS, openapi_path
 
 
@@ -51,6 +57,28 @@ def test_pool_statistics(client):
     stats = client.get("/health/db-pool").get_json()
     for key in ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"):
         assert key in stats
+
+
+def _kill_the_pooled_connection(app, db) -> None:
+    with get_pool(app).connection() as conn:
+        pid = conn.info.backend_pid
+    assert db.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
+
+
+@pytest.mark.parametrize("idle_seconds, expected", [(0.05, 200), (3600, 503)])
+def test_only_idle_connections_are_probed_before_reuse(app_factory, database_url, db, monkeypatch,
+                                                        idle_seconds, expected):
+    # Direct, not through a pooler: killing the server connection must kill the pooled one.
+    app = app_factory(DATABASE_URL=database_url, POOL_MIN_SIZE=1, POOL_MAX_SIZE=1, POOL_TIMEOUT=2)
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    monkeypatch.setattr(memlayer_db, "CHECK_IDLE_SECONDS", idle_seconds)
+    _kill_the_pooled_connection(app, db)
+    time.sleep(0.1)
+    # Idle longer than CHECK_IDLE_SECONDS: the probe finds it dead and the pool lends a new one.
+    # Returned just now: no probe (no round trip per checkout under load), so this request fails as a 503.
+    assert client.get("/health").status_code == expected
+    assert client.get("/health").status_code == 200
 
 
 def test_unreachable_database_is_503_json(app_factory):
