@@ -32,7 +32,7 @@ SEND_PATH = (
 # pgbench variables for parameters whose name means something else in another statement of the path.
 RENAMED = {
     "messages.recent_messages": {"limit": "recent_limit"},
-    "memories.recall": {"limit": "recall_k", "text": "content", "exclude_message_ids": "exclude_ids"},
+    "memories.recall": {"limit": "recall_k", "text": "content", "window_chat_id": "chat_id"},
     "messages.insert_assistant_message": {"content": "reply"},
     "chats.chat_for_send": {"default_model": "model"},
 }
@@ -50,7 +50,7 @@ CREATE TABLE bench_clients (
     period       date NOT NULL,
     recent_limit int NOT NULL,
     recall_k     int NOT NULL,
-    exclude_ids  uuid[] NOT NULL,
+    window_start_seq bigint NOT NULL,
     reply        text NOT NULL,
     prompt_tokens int NOT NULL,
     completion_tokens int NOT NULL,
@@ -86,7 +86,7 @@ def script() -> str:
     """The pgbench script: each client loads its parameters once, then sends like the service does."""
     lines = [
         "\\if :initialized = 0",
-        "SELECT user_id, chat_id, jti, model, period, recent_limit, recall_k, exclude_ids, reply, prompt_tokens,",
+        "SELECT user_id, chat_id, jti, model, period, recent_limit, recall_k, window_start_seq, reply, prompt_tokens,",
         "       completion_tokens, tokens, cost, quota, 1 AS initialized",
         "FROM bench_clients WHERE client = :client_id \\gset",
         "\\endif",
@@ -106,7 +106,7 @@ def load_clients(url: str, clients: list[dict]) -> None:
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO bench_clients VALUES (%(client)s, %(user_id)s, %(chat_id)s, %(jti)s, %(model)s,"
-                " %(period)s, %(recent_limit)s, %(recall_k)s, %(exclude_ids)s, %(reply)s, %(prompt_tokens)s,"
+                " %(period)s, %(recent_limit)s, %(recall_k)s, %(window_start_seq)s, %(reply)s, %(prompt_tokens)s,"
                 " %(completion_tokens)s, %(tokens)s, %(cost)s, %(quota)s)",
                 clients,
             )

@@ -119,8 +119,8 @@ def scenario_send(bench: Bench) -> None:
             "SELECT content, prompt_tokens, completion_tokens, cost FROM messages"
             " WHERE role = 'assistant' AND model IS NOT NULL ORDER BY seq DESC LIMIT 1").fetchone()
         for client, (user_id, chat_id) in enumerate(bench.seeded.send_users[:bench.connections]):
-            exclude = conn.execute(
-                "SELECT array_agg(id) FROM (SELECT id FROM messages WHERE chat_id = %s ORDER BY seq DESC LIMIT %s) m",
+            window_start_seq = conn.execute(
+                "SELECT min(seq) FROM (SELECT seq FROM messages WHERE chat_id = %s ORDER BY seq DESC LIMIT %s) m",
                 [chat_id, bench.config["RECENT_MESSAGES"]]).fetchone()[0]
             with bench.app.app_context():
                 jti = decode_token(bench.token(user_id))["jti"]
@@ -128,7 +128,7 @@ def scenario_send(bench: Bench) -> None:
                 "client": client, "user_id": user_id, "chat_id": chat_id, "jti": jti,
                 "model": settings.default_model(bench.config), "period": date.today().replace(day=1),
                 "recent_limit": bench.config["RECENT_MESSAGES"], "recall_k": bench.config["RECALL_K"],
-                "exclude_ids": exclude, "reply": sample[0], "prompt_tokens": sample[1], "completion_tokens": sample[2],
+                "window_start_seq": window_start_seq, "reply": sample[0], "prompt_tokens": sample[1], "completion_tokens": sample[2],
                 "tokens": sample[1] + sample[2], "cost": sample[3], "quota": ceiling.QUOTA_NEVER_REACHED,
             })
     ceiling.load_clients(bench.url, clients)

@@ -61,8 +61,11 @@ def assemble_context(
     recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
     recalled = []
     if settings.recall_k > 0:
+        # The window's messages are not recalled as memories. The window is the chat's latest rows, so its
+        # first seq marks them as well as their 50 ids would, without sending (and matching) a uuid array.
         recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,
-                          exclude_message_ids=[row["id"] for row in recent])
+                          window_chat_id=chat_id if recent else None,
+                          window_start_seq=recent[-1]["seq"] if recent else None)
     return compose(settings, recalled=recalled, recent_newest_first=recent, content=content)
 
 

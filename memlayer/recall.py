@@ -1,6 +1,5 @@
 """Recall: the user's past words and memories most relevant to a text (the `recall` query of sql/memories.sql)."""
 
-from typing import Iterable
 from uuid import UUID
 
 import psycopg
@@ -9,13 +8,17 @@ from memlayer.db import sql
 
 
 def recall(
-    conn: psycopg.Connection, *, user_id: UUID, text: str, limit: int, exclude_message_ids: Iterable[UUID] = ()
+    conn: psycopg.Connection, *, user_id: UUID, text: str, limit: int,
+    window_chat_id: UUID | None = None, window_start_seq: int | None = None,
 ) -> list[dict]:
     """The user's best-matching messages and memories for `text`, best first, on the caller's transaction.
+
+    Messages of `window_chat_id` from `window_start_seq` on (the recent window) are left out.
 
     Run unprepared on purpose: a prepared statement settles on a generic plan made for an average
     user, which scans the user_id btree; for a user with tens of thousands of messages that is
     far slower than the GIN index the per-run plan picks from the user's own statistics.
     """
-    params = {"user_id": user_id, "text": text, "exclude_message_ids": list(exclude_message_ids), "limit": limit}
+    params = {"user_id": user_id, "text": text, "window_chat_id": window_chat_id,
+              "window_start_seq": window_start_seq, "limit": limit}
     return conn.execute(sql.memories.recall.sql, params, prepare=False).fetchall()

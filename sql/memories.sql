@@ -73,12 +73,14 @@ WHERE id = :memory_id AND user_id = :user_id;
 DELETE FROM memories
 WHERE user_id = :user_id;
 
--- name: recall(user_id, text, exclude_message_ids, limit)
+-- name: recall(user_id, text, window_chat_id, window_start_seq, limit)
 -- The user's past words (user messages in live chats) and memories most relevant to a text.
 -- A row matches when it shares any salient lexeme with the text (OR over the text's first
 -- 32 distinct non-stopword lexemes, so long texts stay cheap); it is ranked by ts_rank
 -- (normalized by document length) blended with recency: a row loses up to half its score
 -- as it ages, with a 30-day half-life. Stopword-only or empty texts match nothing.
+-- Messages of window_chat_id from window_start_seq on (the recent window the responder already
+-- sees) are left out; both NULL leave out nothing.
 WITH query AS (
     -- Each lexeme is quoted for tsquery syntax ('' and \\ escapes), then OR-ed: no user text
     -- is ever parsed as tsquery operators.
@@ -97,7 +99,7 @@ WITH query AS (
     WHERE m.user_id = :user_id
       AND m.role = 'user'
       AND m.search_vector @@ (SELECT q FROM query)
-      AND m.id <> ALL (:exclude_message_ids::uuid[])
+      AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
       -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
       AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
     UNION ALL

@@ -25,7 +25,7 @@ LIMIT :limit;
 -- name: recent_messages(user_id, chat_id, limit)
 -- A live chat's latest messages, newest first (candidates for the responder's recent window);
 -- ownership checked once, as in list_messages.
-SELECT id, role, content
+SELECT seq, role, content
 FROM messages
 WHERE chat_id = :chat_id
   AND EXISTS (SELECT 1 FROM chats WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL)
