@@ -3,8 +3,8 @@
 SEND_PATH lists the statements a `POST /chats/{id}/messages` runs, transaction by transaction, in order
 (tests/test_bench_ceiling.py checks it against what a real send executes). Each pgbench client plays one
 bench user sending to their chat, with the parameters the service passes: the same ids, token id, model,
-period, window and recall sizes, a random number as the message (as the HTTP benchmark sends), and the
-offline responder's reply with its usage as recorded by a real send.
+period, window and recall sizes, the window's first seq, a random number as the message (as the HTTP
+benchmark sends), and the offline responder's reply with its usage as recorded by a real send.
 
 Differences, all in the ceiling's favour: pgbench prepares every statement at once (the service prepares
 after MEMLAYER_PREPARE_THRESHOLD runs and never prepares recall), and it passes a quota too large to reach
@@ -25,15 +25,13 @@ from memlayer.db import sql
 SEND_PATH = (
     (False, ("tokens.token_is_usable",)),  # the token blocklist check: one statement in autocommit
     (True, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),
-    (True, ("chats.lock_chat", "messages.insert_user_message", "messages.insert_assistant_message",
-            "chats.touch_chat", "usage.charge_tokens")),
+    (True, ("messages.store_exchange",)),
 )
 
 # pgbench variables for parameters whose name means something else in another statement of the path.
 RENAMED = {
     "messages.recent_messages": {"limit": "recent_limit"},
     "memories.recall": {"limit": "recall_k", "text": "content", "window_chat_id": "chat_id"},
-    "messages.insert_assistant_message": {"content": "reply"},
     "chats.chat_for_send": {"default_model": "model"},
 }
 
@@ -54,7 +52,6 @@ CREATE TABLE bench_clients (
     reply        text NOT NULL,
     prompt_tokens int NOT NULL,
     completion_tokens int NOT NULL,
-    tokens       int NOT NULL,
     cost         numeric NOT NULL,
     quota        bigint NOT NULL
 )
@@ -87,7 +84,7 @@ def script() -> str:
     lines = [
         "\\if :initialized = 0",
         "SELECT user_id, chat_id, jti, model, period, recent_limit, recall_k, window_start_seq, reply, prompt_tokens,",
-        "       completion_tokens, tokens, cost, quota, 1 AS initialized",
+        "       completion_tokens, cost, quota, 1 AS initialized",
         "FROM bench_clients WHERE client = :client_id \\gset",
         "\\endif",
         "\\set content random(1, 100000000)",
@@ -107,7 +104,7 @@ def load_clients(url: str, clients: list[dict]) -> None:
             cur.executemany(
                 "INSERT INTO bench_clients VALUES (%(client)s, %(user_id)s, %(chat_id)s, %(jti)s, %(model)s,"
                 " %(period)s, %(recent_limit)s, %(recall_k)s, %(window_start_seq)s, %(reply)s, %(prompt_tokens)s,"
-                " %(completion_tokens)s, %(tokens)s, %(cost)s, %(quota)s)",
+                " %(completion_tokens)s, %(cost)s, %(quota)s)",
                 clients,
             )
 

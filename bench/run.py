@@ -128,8 +128,8 @@ def scenario_send(bench: Bench) -> None:
                 "client": client, "user_id": user_id, "chat_id": chat_id, "jti": jti,
                 "model": settings.default_model(bench.config), "period": date.today().replace(day=1),
                 "recent_limit": bench.config["RECENT_MESSAGES"], "recall_k": bench.config["RECALL_K"],
-                "window_start_seq": window_start_seq, "reply": sample[0], "prompt_tokens": sample[1], "completion_tokens": sample[2],
-                "tokens": sample[1] + sample[2], "cost": sample[3], "quota": ceiling.QUOTA_NEVER_REACHED,
+                "window_start_seq": window_start_seq, "reply": sample[0], "prompt_tokens": sample[1],
+                "completion_tokens": sample[2], "cost": sample[3], "quota": ceiling.QUOTA_NEVER_REACHED,
             })
     ceiling.load_clients(bench.url, clients)
     with Meter([]) as meter:

@@ -51,17 +51,17 @@ def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.
 def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
     """Store the user's message and the assistant's reply next to each other, charge the tokens; return the reply row.
 
-    The chat row lock serializes concurrent sends to one chat, so each pair stays adjacent; the usage
-    counter's row lock serializes a user's charges, so the quota holds under concurrency.
+    One statement (sql/messages.sql store_exchange): the chat's row lock keeps each pair adjacent, and the
+    usage counter's row lock keeps the quota under concurrency (429, nothing stored, when it was reached).
     """
-    if sql.chats.lock_chat(conn, user_id=turn.user_id, chat_id=turn.chat_id) is None:
-        raise chat_not_found()
-    sql.messages.insert_user_message(conn, user_id=turn.user_id, chat_id=turn.chat_id, content=turn.content)
-    assistant = sql.messages.insert_assistant_message(
-        conn, user_id=turn.user_id, chat_id=turn.chat_id, content=reply.content, model=turn.model.name,
-        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens, cost=turn.model.cost(reply),
+    now = quota.utc_now()
+    row = sql.messages.store_exchange(
+        conn, user_id=turn.user_id, chat_id=turn.chat_id, content=turn.content, reply=reply.content,
+        model=turn.model.name, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+        cost=turn.model.cost(reply), period=quota.period_of(now), quota=turn.quota,
     )
-    sql.chats.touch_chat(conn, user_id=turn.user_id, chat_id=turn.chat_id)
-    quota.charge(conn, user_id=turn.user_id, tokens=reply.prompt_tokens + reply.completion_tokens,
-                 quota=turn.quota, now=quota.utc_now())
-    return assistant
+    if not row.pop("chat_found"):
+        raise chat_not_found()
+    if not row.pop("charged"):
+        raise quota.exceeded(turn.quota, now)
+    return row

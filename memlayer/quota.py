@@ -1,11 +1,7 @@
 """The optional monthly token quota (MEMLAYER_MONTHLY_TOKEN_QUOTA): calendar months in UTC."""
 
 from datetime import date, datetime, timezone
-from uuid import UUID
 
-import psycopg
-
-from memlayer.db import sql
 from memlayer.errors import TooManyRequests
 
 
@@ -44,14 +40,4 @@ def exceeded(quota: int, now: datetime) -> TooManyRequests:
 def check(tokens_used: int, quota: int | None, now: datetime) -> None:
     """Before asking the model: refuse a user who already reached the quota."""
     if quota is not None and tokens_used >= quota:
-        raise exceeded(quota, now)
-
-
-def charge(conn: psycopg.Connection, *, user_id: UUID, tokens: int, quota: int | None, now: datetime) -> None:
-    """In the transaction storing the reply: add its tokens under the counter's row lock, or refuse (429) and roll back.
-
-    Sends that passed check() together can each be charged only while the total is still under the quota,
-    so concurrent sends overshoot it by at most the one that crossed it.
-    """
-    if sql.usage.charge_tokens(conn, user_id=user_id, period=period_of(now), tokens=tokens, quota=quota) is None:
         raise exceeded(quota, now)

@@ -10,13 +10,6 @@ SELECT id, title, model, created_at, updated_at
 FROM chats
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL;
 
--- name: lock_chat(user_id, chat_id)^
--- One live chat of this user, row-locked until the transaction ends so sends to it serialize.
-SELECT id, title, model, created_at, updated_at
-FROM chats
-WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
-FOR UPDATE;
-
 -- name: list_chats(user_id, limit)
 -- The first page of the user's live chats, most recently active first.
 SELECT id, title, model, created_at, updated_at
@@ -43,12 +36,6 @@ SET title = coalesce(:title, title),
     updated_at = now()
 WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
 RETURNING id, title, model, created_at, updated_at;
-
--- name: touch_chat(user_id, chat_id)!
--- Mark the chat as just active.
-UPDATE chats
-SET updated_at = now()
-WHERE id = :chat_id AND user_id = :user_id;
 
 -- name: soft_delete_chat(user_id, chat_id)!
 -- Hide a live chat of this user from every read.

@@ -1,14 +1,40 @@
--- name: insert_user_message(user_id, chat_id, content)^
--- Store what the user said in a chat.
-INSERT INTO messages (user_id, chat_id, role, content)
-VALUES (:user_id, :chat_id, 'user', :content)
-RETURNING id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at;
-
--- name: insert_assistant_message(user_id, chat_id, content, model, prompt_tokens, completion_tokens, cost)^
--- Store the assistant's reply with the model that wrote it and what it cost.
-INSERT INTO messages (user_id, chat_id, role, content, model, prompt_tokens, completion_tokens, cost)
-VALUES (:user_id, :chat_id, 'assistant', :content, :model, :prompt_tokens, :completion_tokens, :cost)
-RETURNING id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at;
+-- name: store_exchange(user_id, chat_id, content, reply, model, prompt_tokens, completion_tokens, cost, period, quota)^
+-- One send's writes in one statement: mark the live chat active (the UPDATE row-locks it, so sends to
+-- one chat serialize and each pair stays adjacent), charge the reply's tokens to the user's period
+-- unless the total had already reached the quota (NULL: no quota; the counter's row lock makes this
+-- hold under concurrency), then store the user's message and the reply, in that order. Each step reads
+-- the one before, so a missing chat or a refused charge writes nothing. One row: chat_found and
+-- charged, and the stored reply (NULL columns when nothing was stored).
+WITH chat AS (
+    UPDATE chats
+    SET updated_at = now()
+    WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
+    RETURNING id
+), charge AS (
+    INSERT INTO monthly_usage AS u (user_id, period, tokens)
+    SELECT :user_id, :period, CAST(:prompt_tokens AS integer) + CAST(:completion_tokens AS integer)
+    FROM chat
+    ON CONFLICT (user_id, period) DO UPDATE
+    SET tokens = u.tokens + EXCLUDED.tokens
+    WHERE CAST(:quota AS bigint) IS NULL OR u.tokens < CAST(:quota AS bigint)
+    RETURNING tokens
+), pair AS (
+    -- Rows are inserted in ORDER BY order, so the user's message takes the lower seq.
+    INSERT INTO messages (user_id, chat_id, role, content, model, prompt_tokens, completion_tokens, cost)
+    SELECT :user_id, :chat_id, v.role, v.content, v.model, v.prompt_tokens, v.completion_tokens, v.cost
+    FROM charge,
+         (VALUES (1, 'user', CAST(:content AS text), NULL, NULL, NULL, NULL),
+                 (2, 'assistant', CAST(:reply AS text), CAST(:model AS text), CAST(:prompt_tokens AS integer),
+                  CAST(:completion_tokens AS integer), CAST(:cost AS numeric))
+         ) AS v (position, role, content, model, prompt_tokens, completion_tokens, cost)
+    ORDER BY v.position
+    RETURNING id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at
+)
+SELECT EXISTS (SELECT FROM chat) AS chat_found, EXISTS (SELECT FROM charge) AS charged,
+       reply.id, reply.seq, reply.chat_id, reply.user_id, reply.role, reply.content, reply.model,
+       reply.prompt_tokens, reply.completion_tokens, reply.cost, reply.created_at
+FROM (SELECT) AS one
+LEFT JOIN pair AS reply ON reply.role = 'assistant';
 
 -- name: list_messages(user_id, chat_id, after_seq, limit)
 -- A page of a live chat's messages of this user, oldest first, after the cursor (if any).

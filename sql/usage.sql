@@ -20,13 +20,3 @@ ORDER BY is_total, model;
 -- name: tokens_used(user_id, period)$
 -- Tokens charged to the user in the period (0 when nothing was).
 SELECT coalesce((SELECT tokens FROM monthly_usage WHERE user_id = :user_id AND period = :period), 0);
-
--- name: charge_tokens(user_id, period, tokens, quota)$
--- Add a send's tokens to the user's period total under the row's lock, unless the total had already
--- reached the quota (NULL: no quota). Returns the new total, or NULL when the charge was refused.
-INSERT INTO monthly_usage AS u (user_id, period, tokens)
-VALUES (:user_id, :period, :tokens)
-ON CONFLICT (user_id, period) DO UPDATE
-SET tokens = u.tokens + EXCLUDED.tokens
-WHERE CAST(:quota AS bigint) IS NULL OR u.tokens < CAST(:quota AS bigint)
-RETURNING tokens;

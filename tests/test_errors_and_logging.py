@@ -56,7 +56,7 @@ def test_secrets_and_message_text_never_reach_logs(client, log_stream, monkeypat
     def explode(conn, **params):
         raise RuntimeError("storage failed")
 
-    monkeypatch.setattr(sql.messages, "insert_user_message", explode)
+    monkeypatch.setattr(sql.messages, "store_exchange", explode)
     failed = client.post(f"/chats/{chat['id']}/messages", json={"content": content}, headers=headers)
     assert failed.status_code == 500
 

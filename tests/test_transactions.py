@@ -7,42 +7,43 @@ from conftest import count_rows, settled_stats
 from memlayer.db import get_pool, sql, transaction
 
 
-def fail_on_second_insert(monkeypatch):
-    """Make the second insert of a send (the assistant's reply) raise, after the first has run."""
-    real_insert = sql.messages.insert_user_message
-    calls = []
+def fail_after_storing(monkeypatch):
+    """Make a send fail after its write statement ran, inside the transaction, before the commit."""
+    real_store = sql.messages.store_exchange
+    seen_in_transaction = []
 
-    def insert_user(conn, **params):
-        calls.append("user")
-        return real_insert(conn, **params)
+    def store_then_fail(conn, **params):
+        stored = real_store(conn, **params)
+        # The pair really is written, as the transaction itself sees it ...
+        seen_in_transaction.append(conn.execute(
+            "SELECT count(*) AS n FROM messages WHERE chat_id = %s", [params["chat_id"]]).fetchone()["n"])
+        assert stored["charged"]
+        raise RuntimeError("injected failure after the writes, before the commit")
 
-    def fail(conn, **params):
-        calls.append("assistant")
-        raise RuntimeError("injected failure between the two inserts")
-
-    monkeypatch.setattr(sql.messages, "insert_user_message", insert_user)
-    monkeypatch.setattr(sql.messages, "insert_assistant_message", fail)
-    return calls
+    monkeypatch.setattr(sql.messages, "store_exchange", store_then_fail)
+    return seen_in_transaction
 
 
-def test_failure_between_inserts_leaves_no_row(client, user, chat, db, monkeypatch):
-    calls = fail_on_second_insert(monkeypatch)
+def test_failure_before_commit_leaves_no_row(client, user, chat, db, monkeypatch):
+    seen_in_transaction = fail_after_storing(monkeypatch)
     before = db.execute("SELECT updated_at FROM chats").fetchone()[0]
 
     response = client.post(f"/chats/{chat['id']}/messages", json={"content": "remember this"}, headers=user["headers"])
 
-    assert calls == ["user", "assistant"]  # the user's message really was inserted first
+    assert seen_in_transaction == [2]
     assert response.status_code == 500
     body = response.get_json()
     assert body["detail"] == "Internal server error"
     assert body["request_id"] == response.headers["X-Request-ID"]
     assert "injected" not in response.get_data(as_text=True)
+    # ... and none of it survives: no message, no charge, the chat not touched.
     assert count_rows(db, "messages") == 0
+    assert count_rows(db, "monthly_usage") == 0
     assert db.execute("SELECT updated_at FROM chats").fetchone()[0] == before
 
 
 def test_database_error_on_second_insert_rolls_back(client, user, chat, db):
-    # A real PostgreSQL error raised by the server while inserting the assistant's row.
+    # A real PostgreSQL error raised by the server while inserting the assistant's row, after the user's.
     db.execute("""
         CREATE FUNCTION fail_assistant_insert() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'injected by test'; END $$;
@@ -94,7 +95,7 @@ def test_no_connection_leaks_after_failing_and_succeeding_requests(client, user,
         assert client.post("/chats", data="{broken", headers={**headers, "Content-Type": "application/json"}).status_code == 400
         assert client.post("/auth/register", json={"email": user["email"], "password": "x" * 12}).status_code == 409
     with monkeypatch.context() as patch:
-        fail_on_second_insert(patch)
+        fail_after_storing(patch)
         assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
     with monkeypatch.context() as patch:
         patch.setattr(sql.messages, "recent_messages", lambda *a, **k: (_ for _ in ()).throw(ValueError("read failed")))
