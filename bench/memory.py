@@ -104,7 +104,8 @@ def main() -> None:
         heavy, light = user_facts(conn, "bench-0@example.com"), user_facts(conn, f"bench-{plan.users - 1}@example.com")
         plan_text = "\n".join(row[0] for row in conn.execute(
             "EXPLAIN (ANALYZE, BUFFERS) " + sql.memories.recall.sql,
-            {"user_id": heavy["id"], "text": CAT_QUESTION, "window_chat_id": None, "window_start_seq": None, "limit": 5}))
+            {"user_id": heavy["id"], "text": CAT_QUESTION, "window_chat_id": None, "window_start_seq": None,
+             "limit": 5}))
 
     settings = {**config.load(), "DATABASE_URL": url, "POOL_MIN_SIZE": 1, "POOL_MAX_SIZE": 2}
     pool = create_pool(settings)

@@ -102,7 +102,8 @@ def test_recall_probes_the_message_index_with_the_user_and_the_words(database_ur
     with psycopg.connect(database_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql.memories.recall.sql, {
-            "user_id": skewed["user_id"], "text": "what about my cat?", "window_chat_id": None, "window_start_seq": None, "limit": 5}))
+            "user_id": skewed["user_id"], "text": "what about my cat?", "window_chat_id": None,
+            "window_start_seq": None, "limit": 5}))
     section = plan[plan.index("on messages_recall_idx"):]
     condition = section[section.index("Index Cond"):].splitlines()[0]
     assert "user_id" in condition and "search_vector" in condition, plan
