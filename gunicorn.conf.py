@@ -4,7 +4,7 @@ import os
 
 # Every public name here is read as a gunicorn setting (`config` is one), hence the underscores.
 from memlayer import config as _config
-from memlayer.responders import close_all as _close_all
+from memlayer.assistant.responders import close_all as _close_all
 
 _settings = _config.load()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from memlayer.db import sql
+from memlayer.storage.db import sql
 
 # (in a transaction?, queries): each entry is one connection checkout; a query is "<sql file>.<query name>".
 SEND_PATH = (

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql as pgsql
 
-from memlayer.embedded import ensure_database, start_embedded
-from memlayer.migrate import apply_migrations
+from memlayer.storage.embedded import ensure_database, start_embedded
+from memlayer.storage.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 

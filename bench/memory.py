@@ -23,13 +23,12 @@ import psycopg
 from werkzeug.security import generate_password_hash
 
 from harness import ROOT, Service, bench_database_url, percentiles  # bench/ is on sys.path when run as a script
-from memory_data import Plan, TextMaker, seed
 from memlayer import config
-from memlayer.db import create_pool, sql
-from memlayer.migrate import apply_migrations
-from memlayer.pagination import encode_cursor
-from memlayer.recall import recall
-
+from memlayer.memory.recall import recall
+from memlayer.storage.db import create_pool, sql
+from memlayer.storage.migrate import apply_migrations
+from memlayer.web.pagination import encode_cursor
+from memory_data import Plan, TextMaker, seed
 
 PASSWORD = "bench password 1234"
 CAT_QUESTION = "what was my cat called again?"

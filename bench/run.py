@@ -26,14 +26,23 @@ from flask_jwt_extended import decode_token
 
 import ceiling  # bench/ is on sys.path when run as a script
 import slow_model
-from harness import (ROOT, Service, cpu_seconds, fresh_database, gunicorn_workers, postgres_cpu_seconds, rss_mb,
-                     steal_seconds, wrk)
+from harness import (
+    ROOT,
+    Service,
+    cpu_seconds,
+    fresh_database,
+    gunicorn_workers,
+    postgres_cpu_seconds,
+    rss_mb,
+    steal_seconds,
+    wrk,
+)
 from memlayer import config as settings
 from memlayer import create_app
-from memlayer.db import close_pool
-from memlayer.embedded import embedded_program
-from memlayer.pagination import encode_cursor
-from memlayer.tokens import issue_tokens
+from memlayer.auth.tokens import issue_tokens
+from memlayer.storage.db import close_pool
+from memlayer.storage.embedded import embedded_program
+from memlayer.web.pagination import encode_cursor
 from memory_data import TextMaker
 from seed import PASSWORD, Seeded, seed
 

@@ -14,8 +14,13 @@ import threading
 import time
 from datetime import date
 
-
-from harness import ROOT, Service, fresh_database, gunicorn_workers, percentiles  # bench/ is on sys.path when run as a script
+from harness import (  # bench/ is on sys.path when run as a script
+    ROOT,
+    Service,
+    fresh_database,
+    gunicorn_workers,
+    percentiles,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))  # the fake model is the one the tests use
 from fake_provider import FakeProvider, Reply  # noqa: E402

@@ -6,9 +6,15 @@ from flask_cors import CORS
 from werkzeug.exceptions import BadRequest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from memlayer import config, db, errors, headers, logs, ratelimit, responders, tokens
-from memlayer.blueprints import auth, chats, docs, health, memories, messages, models, usage
-from memlayer.embedded import resolve_database_url
+from memlayer import config
+from memlayer.assistant import responders
+from memlayer.auth import tokens
+# `auth` is also a part (memlayer.auth): the blueprint module must not take its name in this namespace.
+from memlayer.blueprints import auth as auth_routes
+from memlayer.blueprints import chats, docs, health, memories, messages, models, usage
+from memlayer.storage import db
+from memlayer.storage.embedded import resolve_database_url
+from memlayer.web import errors, headers, logs, ratelimit
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -73,7 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
         max_age=600,
     )
-    for blueprint in (auth.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp):
+    for blueprint in (auth_routes.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app)
     if app.config["PROXY_FIX_X_FOR"]:

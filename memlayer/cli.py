@@ -13,11 +13,12 @@ import click
 import psycopg
 from psycopg.rows import dict_row
 
-from memlayer import catalog, config
-from memlayer.db import sql
-from memlayer.embedded import resolve_database_url, stop_embedded
-from memlayer.logs import configure_logging
-from memlayer.migrate import apply_migrations
+from memlayer import config
+from memlayer.assistant import catalog
+from memlayer.storage.db import sql
+from memlayer.storage.embedded import resolve_database_url, stop_embedded
+from memlayer.storage.migrate import apply_migrations
+from memlayer.web.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 

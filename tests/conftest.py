@@ -11,14 +11,13 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from memlayer import create_app
-from memlayer.catalog import seed_models
-from memlayer.db import get_pool
-from memlayer.embedded import embedded_server
-from memlayer.migrate import apply_migrations
-from memlayer.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
-
 from fake_provider import FakeProvider
+from memlayer import create_app
+from memlayer.assistant.catalog import seed_models
+from memlayer.assistant.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
+from memlayer.storage.db import get_pool
+from memlayer.storage.embedded import embedded_server
+from memlayer.storage.migrate import apply_migrations
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"

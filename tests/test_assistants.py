@@ -8,8 +8,8 @@ import pytest
 
 from conftest import LLM_API_KEY, LLM_MODEL, count_rows, new_chat, new_user, run_together, send
 from fake_provider import Drop, Hang, Malformed, Reply, Status
-from memlayer.chat_completions import MAX_RETRY_WAIT_SECONDS
-from memlayer.db import get_pool
+from memlayer.providers.chat_completions import MAX_RETRY_WAIT_SECONDS
+from memlayer.storage.db import get_pool
 
 
 def post_message(client, user, chat_id, content="hello"):
@@ -109,7 +109,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after(llm_app, llm_client, prov
     reply = send(llm_client, user, chat["id"], "hello")
 
     assert reply["content"] == "third time lucky" and len(provider.requests) == 3
-    waits = llm_app.extensions["memlayer.responders"]["openai"].waits
+    waits = llm_app.extensions["memlayer.assistant.responders"]["openai"].waits
     assert waits[0] == 3.0  # the provider's Retry-After
     assert 0.25 <= waits[1] <= 3.0  # jittered backoff: 0.5 s x 2 x [0.5, 1.5]
 
@@ -135,7 +135,7 @@ def test_a_retry_after_too_long_to_wait_is_passed_on_not_waited(llm_app, llm_cli
 
     assert response.status_code == 502
     assert response.headers["Retry-After"] == str(int(MAX_RETRY_WAIT_SECONDS) + 50)
-    assert len(provider.requests) == 1 and llm_app.extensions["memlayer.responders"]["openai"].waits == []
+    assert len(provider.requests) == 1 and llm_app.extensions["memlayer.assistant.responders"]["openai"].waits == []
 
 
 def test_no_database_connection_is_held_while_the_provider_thinks(app_factory, provider, db):

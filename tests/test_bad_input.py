@@ -117,7 +117,7 @@ def test_bad_page_parameters_are_422(client, user, chat, query):
 
 
 def test_forged_chat_cursor_with_bad_values_is_422(client, user):
-    from memlayer.pagination import encode_cursor
+    from memlayer.web.pagination import encode_cursor
 
     for position in (["yesterday", "not-a-uuid"], [1, 2], ["2026-01-01T00:00:00+00:00", "nope"],
                      ["2026-01-01T00:00:00+00:00", 5], ["2026-01-01T00:00:00+00:00", None], [None, None]):
@@ -177,7 +177,7 @@ def test_unknown_route_and_wrong_method_are_json(client, user):
 
 def test_unencodable_text_reaching_the_database_is_422(client, user, chat, monkeypatch, snapshot):
     # Validation stops lone surrogates; this proves the safety net behind it answers 422 too.
-    from memlayer.schemas import MessageCreateSchema
+    from memlayer.web.schemas import MessageCreateSchema
 
     monkeypatch.setattr(MessageCreateSchema, "load", lambda self, data: {"content": "\ud800"})
     before = snapshot()

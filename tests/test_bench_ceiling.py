@@ -5,7 +5,7 @@ from pathlib import Path
 
 import psycopg
 
-from memlayer.db import sql
+from memlayer.storage.db import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import ceiling  # noqa: E402

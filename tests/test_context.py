@@ -3,17 +3,17 @@
 import pytest
 
 from conftest import RecordingResponder, install_responder, new_chat, new_user, send, settled_stats
+from memlayer.assistant.responders import OfflineResponder, TextResponder
 from memlayer.config import ConfigError
-from memlayer.context import (
+from memlayer.memory.context import (
     MEMORY_HEADER,
     ContextSettings,
     compose,
-    estimate_tokens,
     memory_block,
     recalled_items,
 )
-from memlayer.db import get_pool
-from memlayer.responders import OfflineResponder, TextResponder
+from memlayer.providers.token_count import estimate_tokens
+from memlayer.storage.db import get_pool
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from conftest import count_rows, settled_stats
-from memlayer import db as memlayer_db
-from memlayer.db import get_pool
+from memlayer.storage import db as memlayer_db
+from memlayer.storage.db import get_pool
 
 RETRYABLE = ["40001", "40P01", "55P03", "57014"]
 

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from memlayer import db as memlayer_db
-from memlayer.db import get_pool
-from memlayer.openapi import DOCUMENTED_ELSEWHERE, OPERATIONS, openapi_path
+from memlayer.storage import db as memlayer_db
+from memlayer.storage.db import get_pool
+from memlayer.web.openapi import DOCUMENTED_ELSEWHERE, OPERATIONS, openapi_path
 
 
 def test_every_route_is_documented(app):

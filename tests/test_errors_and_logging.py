@@ -8,7 +8,7 @@ import pytest
 
 from memlayer import config
 from memlayer.config import ConfigError
-from memlayer.logs import JsonFormatter, RequestIdFilter
+from memlayer.web.logs import JsonFormatter, RequestIdFilter
 
 
 @pytest.fixture
@@ -35,14 +35,14 @@ def test_request_id_is_echoed_or_generated(client):
 
 def test_access_line_carries_request_id(client, log_stream):
     client.get("/chats", headers={"X-Request-ID": "trace-42"})
-    lines = [line for line in log_stream.getvalue().splitlines() if "memlayer.logs" in line]
+    lines = [line for line in log_stream.getvalue().splitlines() if "memlayer.web.logs" in line]
     assert len(lines) == 1
-    assert lines[0].startswith("INFO [trace-42] memlayer.logs: GET /chats 401 ")
+    assert lines[0].startswith("INFO [trace-42] memlayer.web.logs: GET /chats 401 ")
     assert lines[0].endswith("ms")
 
 
 def test_secrets_and_message_text_never_reach_logs(client, log_stream, monkeypatch):
-    from memlayer.db import sql
+    from memlayer.storage.db import sql
 
     password, content = "hunter2-very-secret", "my private diary entry"
     tokens = client.post("/auth/register", json={"email": "quiet@example.com", "password": password}).get_json()

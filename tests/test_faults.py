@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from fake_provider import Reply
-from memlayer.embedded import embedded_server, ensure_database, pg_ctl
+from memlayer.storage.embedded import embedded_server, ensure_database, pg_ctl
 from test_serve import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import RecordingResponder, count_rows, install_responder, new_user
-from memlayer.errors import ProviderFailed
+from memlayer.web.errors import ProviderFailed
 
 
 def keyed(user, key="retry-me-1"):
@@ -106,7 +106,7 @@ def test_a_failed_request_gives_its_key_back_for_the_retry(app, client, user, ch
 
 
 def test_the_key_is_recorded_in_the_same_transaction_as_the_writes(app, client, user, chat, db, monkeypatch):
-    import memlayer.idempotency as idempotency
+    import memlayer.web.idempotency as idempotency
 
     def fail_after_the_inserts(conn, claim, body, status):
         assert conn.execute("SELECT count(*) FROM messages").fetchone()["count"] == 2  # the pair is in this transaction

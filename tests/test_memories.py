@@ -4,7 +4,7 @@ import psycopg
 import pytest
 
 from conftest import bearer, count_rows, register, run_together
-from memlayer.schemas import MAX_MEMORY_LENGTH
+from memlayer.web.schemas import MAX_MEMORY_LENGTH
 
 
 def save(client, user, **body):

@@ -5,7 +5,7 @@ import psycopg
 import pytest
 
 from conftest import create_database, drop_database
-from memlayer.migrate import apply_migrations, rollback_migrations, yoyo_url
+from memlayer.storage.migrate import apply_migrations, rollback_migrations, yoyo_url
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import LLM_MODEL, count_rows, new_chat, new_user, run_together, send
-from memlayer import cli, config, quota
-from memlayer.catalog import seed_models
+from memlayer import cli, config
+from memlayer.assistant import quota
+from memlayer.assistant.catalog import seed_models
 from memlayer.config import ConfigError
 
 TOKENS_PER_SEND = 11 + 7  # the fake provider's usage

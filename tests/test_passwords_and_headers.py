@@ -3,8 +3,8 @@
 from werkzeug.security import check_password_hash
 
 from conftest import new_user, register
+from memlayer.auth.passwords import hash_password
 from memlayer.config import Defaults
-from memlayer.passwords import hash_password
 
 
 def stored_hash(db, email: str) -> str:

@@ -8,12 +8,11 @@ import re
 
 import psycopg
 import pytest
-
 from psycopg.rows import dict_row
 
 from conftest import TABLES
-from memlayer.db import sql
-from memlayer.recall import recall
+from memlayer.memory.recall import recall
+from memlayer.storage.db import sql
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +94,7 @@ def test_pages_of_chats_and_memories_read_their_indexes_in_order(database_url, s
 
 
 def test_recall_probes_the_message_index_with_the_user_and_the_words(database_url, skewed):
-    """Recall is planned per run (see memlayer.recall), so this is the plan the heavy user gets.
+    """Recall is planned per run (see memlayer.memory.recall), so this is the plan the heavy user gets.
 
     Sequential scans are off only because the test's tables are small enough to make them cheapest.
     """

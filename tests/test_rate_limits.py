@@ -91,7 +91,7 @@ def test_unknown_email_costs_one_hash_check_like_a_wrong_password(client, user, 
         checked.append(stored_hash.split("$", 1)[0])
         return real_check(stored_hash, password)
 
-    monkeypatch.setattr("memlayer.passwords.check_password_hash", counting_check)
+    monkeypatch.setattr("memlayer.auth.passwords.check_password_hash", counting_check)
     wrong = _login(client, user["email"])
     unknown = _login(client, "nobody@example.com")
     assert wrong.status_code == unknown.status_code == 401 and wrong.get_json() == unknown.get_json()

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 
 from conftest import count_rows, settled_stats
-from memlayer.db import get_pool, sql, transaction
+from memlayer.storage.db import get_pool, sql, transaction
 
 
 def fail_after_storing(monkeypatch):

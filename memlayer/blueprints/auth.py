@@ -3,11 +3,11 @@
 from flask import Blueprint
 from flask_jwt_extended import jwt_required
 
-from memlayer.db import get_pool, retrying, sql
-from memlayer.errors import Conflict, NotFound, Unauthorized
-from memlayer.passwords import hash_password, needs_rehash, verify_password
-from memlayer.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
-from memlayer.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
+from memlayer.auth.passwords import hash_password, needs_rehash, verify_password
+from memlayer.auth.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.errors import Conflict, NotFound, Unauthorized
+from memlayer.web.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 

@@ -6,13 +6,13 @@ from uuid import UUID
 from flask import Blueprint
 from flask_jwt_extended import jwt_required
 
-from memlayer import idempotency
-from memlayer.catalog import check_choice
-from memlayer.conversation import chat_not_found
-from memlayer.db import get_pool, retrying, sql
-from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
-from memlayer.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
-from memlayer.tokens import current_user_id
+from memlayer.assistant.catalog import check_choice
+from memlayer.assistant.conversation import chat_not_found
+from memlayer.auth.tokens import current_user_id
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web import idempotency
+from memlayer.web.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
+from memlayer.web.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
 
 bp = Blueprint("chats", __name__, url_prefix="/chats")
 

@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-from memlayer.openapi import build_spec
+from memlayer.web.openapi import build_spec
 
 bp = Blueprint("docs", __name__)
 
@@ -11,9 +11,9 @@ bp = Blueprint("docs", __name__)
 @bp.get("/openapi.json")
 def openapi_json():
     """The OpenAPI 3 document."""
-    spec = current_app.extensions.get("memlayer.openapi")
+    spec = current_app.extensions.get("memlayer.web.openapi")
     if spec is None:
-        spec = current_app.extensions["memlayer.openapi"] = build_spec(current_app)
+        spec = current_app.extensions["memlayer.web.openapi"] = build_spec(current_app)
     return spec
 
 

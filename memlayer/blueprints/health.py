@@ -5,10 +5,10 @@ import logging
 import psycopg
 from flask import Blueprint, current_app
 
-from memlayer.db import get_pool, sql
-from memlayer.errors import RETRY_AFTER_SECONDS
-from memlayer.schemas import HealthSchema
+from memlayer.storage.db import get_pool, sql
 from memlayer.version import __version__
+from memlayer.web.errors import RETRY_AFTER_SECONDS
+from memlayer.web.schemas import HealthSchema
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,12 @@ from flask import Blueprint, jsonify
 from flask_jwt_extended import jwt_required
 from psycopg.errors import UniqueViolation
 
-from memlayer.db import get_pool, retrying, sql
-from memlayer.errors import Conflict, NotFound
-from memlayer.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
-from memlayer.recall import recall
-from memlayer.schemas import (
+from memlayer.auth.tokens import current_user_id
+from memlayer.memory.recall import recall
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.errors import Conflict, NotFound
+from memlayer.web.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
+from memlayer.web.schemas import (
     DeletedSchema,
     MemoryCreateSchema,
     MemoryEventSchema,
@@ -21,7 +22,6 @@ from memlayer.schemas import (
     load_body,
     load_query,
 )
-from memlayer.tokens import current_user_id
 
 bp = Blueprint("memories", __name__, url_prefix="/memories")
 

@@ -5,14 +5,14 @@ from uuid import UUID
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
-from memlayer import idempotency
-from memlayer.conversation import chat_not_found, prepare_turn, store_exchange
-from memlayer.db import get_pool, retrying, sql
-from memlayer.pagination import cursor_seq, decode_cursor, page_params, page_response
-from memlayer.responders import responder_for
-from memlayer.schemas import MessageCreateSchema, MessageSchema, load_body
-from memlayer.streaming import event_stream, wants_event_stream
-from memlayer.tokens import current_user_id
+from memlayer.assistant.conversation import chat_not_found, prepare_turn, store_exchange
+from memlayer.assistant.responders import responder_for
+from memlayer.assistant.streaming import event_stream, wants_event_stream
+from memlayer.auth.tokens import current_user_id
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web import idempotency
+from memlayer.web.pagination import cursor_seq, decode_cursor, page_params, page_response
+from memlayer.web.schemas import MessageCreateSchema, MessageSchema, load_body
 
 bp = Blueprint("messages", __name__, url_prefix="/chats")
 

@@ -4,9 +4,9 @@ from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
 from memlayer import config as settings
-from memlayer.catalog import is_usable
-from memlayer.db import get_pool, retrying, sql
-from memlayer.schemas import ModelSchema
+from memlayer.assistant.catalog import is_usable
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.schemas import ModelSchema
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 

@@ -4,10 +4,10 @@ from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 from marshmallow import ValidationError
 
-from memlayer import quota
-from memlayer.db import get_pool, retrying, sql
-from memlayer.schemas import UsageQuerySchema, UsageSchema, load_query
-from memlayer.tokens import current_user_id
+from memlayer.assistant import quota
+from memlayer.auth.tokens import current_user_id
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.schemas import UsageQuerySchema, UsageSchema, load_query
 
 bp = Blueprint("usage", __name__, url_prefix="/usage")
 

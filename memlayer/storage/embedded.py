@@ -7,6 +7,8 @@ from pathlib import Path
 
 import psycopg
 
+from memlayer.storage.db import sql
+
 logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "memlayer"
@@ -69,8 +71,8 @@ def embedded_program(name: str) -> Path:
 def ensure_database(admin_url: str, name: str) -> None:
     """Create database `name` on the server behind admin_url unless it exists."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
+        if not sql.server.database_exists(conn, name=name):
+            # An identifier cannot be a query parameter: the one statement composed here, quoted by psycopg.
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
 
 

@@ -8,10 +8,10 @@ import json
 
 from flask import Response, current_app, request, stream_with_context
 
-from memlayer import idempotency
-from memlayer.conversation import Turn, store_exchange
-from memlayer.db import get_pool, retrying
-from memlayer.replies import ReplyStream
+from memlayer.assistant.conversation import Turn, store_exchange
+from memlayer.providers.replies import ReplyStream
+from memlayer.storage.db import get_pool, retrying
+from memlayer.web import idempotency
 
 EVENT_STREAM = "text/event-stream"
 

@@ -4,7 +4,15 @@ from datetime import datetime, timezone
 
 from flask import request
 from marshmallow import (
-    EXCLUDE, Schema, ValidationError, fields, post_dump, post_load, pre_dump, validate, validates_schema,
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    post_load,
+    pre_dump,
+    validate,
+    validates_schema,
 )
 
 MAX_TITLE_LENGTH = 200

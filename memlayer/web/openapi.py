@@ -8,8 +8,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema
 
-from memlayer import schemas
 from memlayer.version import __version__
+from memlayer.web import schemas
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from uuid import UUID
 from flask import jsonify, request, url_for
 from marshmallow import Schema
 
-from memlayer.errors import ApiError
-from memlayer.schemas import PageQuerySchema, load_query
+from memlayer.web.errors import ApiError
+from memlayer.web.schemas import PageQuerySchema, load_query
 
 _page_query = PageQuerySchema()
 

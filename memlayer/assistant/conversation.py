@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import psycopg
 
 from memlayer import config as settings
-from memlayer import quota
-from memlayer.catalog import ChatModel, chat_model
-from memlayer.context import ContextSettings, assemble_context
-from memlayer.db import sql
-from memlayer.errors import NotFound
-from memlayer.replies import Reply
+from memlayer.assistant import quota
+from memlayer.assistant.catalog import ChatModel, chat_model
+from memlayer.memory.context import ContextSettings, assemble_context
+from memlayer.providers.replies import Reply
+from memlayer.storage.db import sql
+from memlayer.web.errors import NotFound
 
 
 def chat_not_found() -> NotFound:

@@ -11,8 +11,8 @@ from typing import Callable, Iterator
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from memlayer.errors import ProviderFailed, ProviderTimedOut
-from memlayer.replies import Reply, estimated_reply
+from memlayer.providers.replies import Reply, estimated_reply
+from memlayer.web.errors import ProviderFailed, ProviderTimedOut
 
 logger = logging.getLogger(__name__)
 

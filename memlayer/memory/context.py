@@ -5,15 +5,15 @@ from uuid import UUID
 
 import psycopg
 
-from memlayer.db import sql
-from memlayer.recall import recall
+from memlayer.memory.recall import recall
+from memlayer.providers.token_count import MESSAGE_OVERHEAD_TOKENS, estimate_tokens, message_tokens
+from memlayer.storage.db import sql
 
 MEMORY_HEADER = (
     "Memory: things this user said in earlier conversations or asked you to remember, "
     "most relevant first. Use them when they help; do not mention this list otherwise."
 )
 MEMORY_ITEM_CHARS = 600  # one recalled item never takes more than this much of the prompt
-MESSAGE_OVERHEAD_TOKENS = 4  # role and separators, as chat formats add them
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,6 @@ class ContextSettings:
     def within(self, context_window: int) -> "ContextSettings":
         """These settings for a model of this context window, leaving a quarter of it for the reply."""
         return replace(self, token_budget=min(self.token_budget, context_window * 3 // 4))
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate: about four ASCII characters per token, one token per other character."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return (ascii_chars + 3) // 4 + (len(text) - ascii_chars)
-
-
-def message_tokens(message: dict) -> int:
-    """Estimated tokens one chat message costs, overhead included."""
-    return estimate_tokens(message["content"]) + MESSAGE_OVERHEAD_TOKENS
 
 
 def assemble_context(

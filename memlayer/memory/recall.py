@@ -4,7 +4,7 @@ from uuid import UUID
 
 import psycopg
 
-from memlayer.db import sql
+from memlayer.storage.db import sql
 
 
 def recall(

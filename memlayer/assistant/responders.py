@@ -5,11 +5,11 @@ from abc import ABC, abstractmethod
 from flask import Flask, current_app
 
 from memlayer import config as settings
-from memlayer.chat_completions import ChatCompletionsResponder
-from memlayer.context import one_line, recalled_items
-from memlayer.replies import ChunkedReplyStream, Reply, Responder, ReplyStream, estimated_reply
+from memlayer.memory.context import one_line, recalled_items
+from memlayer.providers.chat_completions import ChatCompletionsResponder
+from memlayer.providers.replies import ChunkedReplyStream, Reply, ReplyStream, Responder, estimated_reply
 
-RESPONDERS_KEY = "memlayer.responders"
+RESPONDERS_KEY = "memlayer.assistant.responders"
 OFFLINE = "offline"
 OPENAI = "openai"
 

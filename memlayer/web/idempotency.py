@@ -19,8 +19,8 @@ from flask import Response, current_app, request
 from psycopg_pool import PoolTimeout
 
 from memlayer.config import graceful_timeout
-from memlayer.db import get_pool, retrying, sql
-from memlayer.errors import ApiError, Conflict
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.errors import ApiError, Conflict
 
 logger = logging.getLogger(__name__)
 

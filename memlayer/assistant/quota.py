@@ -2,7 +2,7 @@
 
 from datetime import date, datetime, timezone
 
-from memlayer.errors import TooManyRequests
+from memlayer.web.errors import TooManyRequests
 
 
 def utc_now() -> datetime:

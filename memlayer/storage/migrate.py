@@ -8,7 +8,7 @@ from yoyo import get_backend, read_migrations
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
 def yoyo_url(database_url: str) -> str:

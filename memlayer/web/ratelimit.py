@@ -9,7 +9,7 @@ from flask import Flask, request
 from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
-from memlayer.errors import TooManyRequests
+from memlayer.web.errors import TooManyRequests
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from flask_jwt_extended import (
     get_jwt_identity,
 )
 
-from memlayer.db import get_pool, retrying, sql
-from memlayer.errors import error_response
+from memlayer.storage.db import get_pool, retrying, sql
+from memlayer.web.errors import error_response
 
 logger = logging.getLogger(__name__)
 

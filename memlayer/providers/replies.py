@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
-from memlayer.context import estimate_tokens, message_tokens
+from memlayer.providers.token_count import estimate_tokens, message_tokens
 
 
 @dataclass(frozen=True)

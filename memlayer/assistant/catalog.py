@@ -7,10 +7,10 @@ import psycopg
 from marshmallow import ValidationError
 
 from memlayer import config as settings
-from memlayer.db import sql
-from memlayer.errors import Conflict
-from memlayer.replies import Reply
-from memlayer.responders import OFFLINE, OPENAI, available_providers
+from memlayer.assistant.responders import OFFLINE, OPENAI, available_providers
+from memlayer.providers.replies import Reply
+from memlayer.storage.db import sql
+from memlayer.web.errors import Conflict
 
 MILLION = Decimal(1_000_000)
 

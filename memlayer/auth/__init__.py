@@ -1,0 +1,1 @@
+"""Auth: access and refresh tokens with revocation, and password hashing."""

@@ -1,0 +1,1 @@
+"""Memory: recalling what a user said and saved, and assembling it into what the responder sees."""

@@ -1,0 +1,1 @@
+"""Storage: the connection pool, transactions, named SQL queries, migrations and the embedded PostgreSQL."""
