@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-memory bench-slow-model clean
+.PHONY: run test bench bench-memory bench-slow-model bench-recall clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -42,6 +42,10 @@ bench-memory: $(VENV)/.installed
 # 64 sends waiting on a 2 s model while GET /chats is timed: what gunicorn's threads buy (a minute).
 bench-slow-model: $(VENV)/.installed-bench
 	$(BIN)/python bench/slow_model.py $(BENCH_ARGS)
+
+# Recall quality on LoCoMo (../shared/data/locomo) through the real API, beside BM25 over the same texts (minutes).
+bench-recall: $(VENV)/.installed-bench
+	$(BIN)/python bench/recall.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

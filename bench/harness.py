@@ -86,6 +86,7 @@ class Service:
             self.connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
             response = self.connection.getresponse()
             raw = response.read()
+            self.last_headers = dict(response.getheaders())
         except (http.client.HTTPException, OSError):
             del self.connection
             raise

@@ -44,7 +44,7 @@ from memlayer.storage.db import close_pool
 from memlayer.storage.embedded import embedded_program
 from memlayer.web.pagination import encode_cursor
 from memory_data import TextMaker
-from seed import PASSWORD, Seeded, seed
+from seed import PASSWORD, Seeded, locomo_questions, seed
 
 DATABASE = "memlayer_bench_run"
 SCENARIOS = ("send", "pages", "chats", "memories", "mix", "slow-model", "login")
@@ -187,6 +187,11 @@ def scenario_memories(bench: Bench) -> None:
         bench.load(f"memory search, {label}",
                    [("GET", f"/memories/search?q={quote(q)}", token, None) for q in questions])
         bench.load(f"memories page, {label}", [("GET", "/memories?limit=20", token, None)])
+    questions = locomo_questions()[::10]
+    if questions:
+        token = bench.token(bench.seeded.users["memory-common"])
+        bench.load("memory search, 60,000 real sentences sharing a word",
+                   [("GET", f"/memories/search?q={quote(q)}", token, None) for q in questions])
 
 
 def scenario_mix(bench: Bench) -> None:
@@ -249,6 +254,8 @@ def summary(results: dict, workers: list[dict]) -> dict:
                                                   "memories page, 40 messages, 10 memories", "p50_ms"),
         "memory_search_p50_heavy_vs_light": ratio(results, "memory search, 60,000 messages, 2,000 memories",
                                                   "memory search, 40 messages, 10 memories", "p50_ms"),
+        "memory_search_p99_common_vs_varied": ratio(results, "memory search, 60,000 real sentences sharing a word",
+                                                    "memory search, 60,000 messages, 2,000 memories", "p99_ms"),
         "workers": workers,
     }
 
@@ -269,7 +276,9 @@ def table(results: dict, totals: dict) -> str:
     for key, label in (("messages_page_p50_big_vs_small", "messages page p50, 200,000 vs 100 messages"),
                        ("chats_page_p50_heavy_vs_light", "chats page p50, 5,000 vs 10 chats"),
                        ("memories_page_p50_heavy_vs_light", "memories page p50, heavy vs light user"),
-                       ("memory_search_p50_heavy_vs_light", "memory search p50, heavy vs light user")):
+                       ("memory_search_p50_heavy_vs_light", "memory search p50, heavy vs light user"),
+                       ("memory_search_p99_common_vs_varied",
+                        "memory search p99, a word in every message vs varied words (60,000 messages each)")):
         if totals[key] is not None:
             lines.append(f"- {label}: {totals[key]}×")
     slow = results.get("GET /chats while 64 sends wait on a 2 s model")

@@ -4,13 +4,19 @@ Users (all with one password, so one scrypt hash serves every row):
 - 64 "send" users, each with one chat of 20 messages: the send, mix and login scenarios;
 - "pages": a 100-message chat and a 200,000-message chat;
 - "chats-heavy" with 5,000 chats and "chats-light" with 10;
-- "memory-heavy" (60,000 messages in 300 chats, 2,000 memories) and "memory-light" (40 messages, 10 memories).
-Texts are Zipf-distributed words (bench/memory_data.py), so searches match as many rows as in real chats.
+- "memory-heavy" (60,000 messages in 300 chats, 2,000 memories) and "memory-light" (40 messages, 10 memories);
+- "memory-common" (60,000 messages in 300 chats): real sentences, the turns of the LoCoMo conversations in
+  ../shared/data/locomo over and over, each said by "Sam: ", so one word is in every message and everyday
+  words repeat as they do in real chats.
+Other texts are Zipf-distributed words (bench/memory_data.py), so searches match as many rows as in real chats.
 """
 
+import itertools
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 from werkzeug.security import generate_password_hash
@@ -24,6 +30,8 @@ SMALL_CHAT_MESSAGES, BIG_CHAT_MESSAGES = 100, 200_000
 HEAVY_CHATS, LIGHT_CHATS = 5_000, 10
 HEAVY_MEMORY_MESSAGES, HEAVY_MEMORY_CHATS, HEAVY_MEMORIES = 60_000, 300, 2_000
 LIGHT_MEMORY_MESSAGES, LIGHT_MEMORIES = 40, 10
+COMMON_WORD = "Sam"
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
 RECALL_INDEXES = ("messages_recall_idx", "memories_recall_idx")
 
 
@@ -53,14 +61,19 @@ class Loader:
         self.users.append((user_id, email, self.hash))
         return user_id
 
-    def chat(self, user_id: uuid.UUID, messages: int, *, age: timedelta = timedelta(days=30)) -> uuid.UUID:
-        """A chat of `messages` user/assistant messages spread over `age`, last active in the past month."""
+    def chat(self, user_id: uuid.UUID, messages: int, *, age: timedelta = timedelta(days=30),
+             said=None) -> uuid.UUID:
+        """A chat of `messages` user/assistant messages spread over `age`, last active in the past month.
+
+        The user's messages come from the iterator `said` when given, else from Zipf-distributed words.
+        """
         chat_id = uuid.uuid4()
         start = self.now - timedelta(days=self.text.rng.uniform(0, 30)) - age
         step = age / max(messages, 1)
         for n in range(messages // 2):
             at = start + step * 2 * n
-            self.messages.append((chat_id, user_id, "user", self.text.sentence(4, 18), at))
+            content = next(said) if said is not None else self.text.sentence(4, 18)
+            self.messages.append((chat_id, user_id, "user", content, at))
             self.messages.append((chat_id, user_id, "assistant", self.text.sentence(8, 30), at + step))
         self.chats.append((chat_id, user_id, f"Chat {len(self.chats)}", start, start + step * messages))
         return chat_id
@@ -86,6 +99,26 @@ class Loader:
         conn.execute("ANALYZE")
 
 
+def real_sentences() -> list[str]:
+    """Every turn of the LoCoMo conversations, as "Sam: <text>" (empty when the data is not there)."""
+    sentences = []
+    for path in sorted(LOCOMO.glob("*.json")):
+        conversation = json.loads(path.read_text())
+        conversation = conversation.get("conversation", conversation)
+        for key, turns in conversation.items():
+            if key.startswith("session_") and isinstance(turns, list):
+                sentences += [f"{COMMON_WORD}: {turn['text']}" for turn in turns]
+    return sentences
+
+
+def locomo_questions() -> list[str]:
+    """The LoCoMo questions, asked by Sam ("Sam, when did ...?"), so the common word is in every query too."""
+    questions = []
+    for path in sorted(LOCOMO.glob("*.json")):
+        questions += [f"{COMMON_WORD}, {qa['question']}" for qa in json.loads(path.read_text())["qa"]]
+    return questions
+
+
 def seed(url: str, password_hash_method: str) -> Seeded:
     """Load the benchmark's users, chats, messages and memories into the (empty, migrated) database at url."""
     seeded = Seeded()
@@ -93,7 +126,7 @@ def seed(url: str, password_hash_method: str) -> Seeded:
     for n in range(SEND_USERS):
         user_id = loader.user(seeded.email(f"send-{n}"))
         seeded.send_users.append((user_id, loader.chat(user_id, SEND_CHAT_MESSAGES)))
-    for name in ("pages", "chats-heavy", "chats-light", "memory-heavy", "memory-light"):
+    for name in ("pages", "chats-heavy", "chats-light", "memory-heavy", "memory-light", "memory-common"):
         seeded.users[name] = loader.user(seeded.email(name))
     seeded.chats["small"] = loader.chat(seeded.users["pages"], SMALL_CHAT_MESSAGES)
     seeded.chats["big"] = loader.chat(seeded.users["pages"], BIG_CHAT_MESSAGES, age=timedelta(days=700))
@@ -104,6 +137,12 @@ def seed(url: str, password_hash_method: str) -> Seeded:
         loader.chat(seeded.users["memory-heavy"], HEAVY_MEMORY_MESSAGES // HEAVY_MEMORY_CHATS,
                     age=timedelta(days=loader.text.rng.uniform(1, 365)))
     loader.chat(seeded.users["memory-light"], LIGHT_MEMORY_MESSAGES)
+    sentences = real_sentences()
+    if sentences:
+        said = itertools.cycle(sentences)
+        for _ in range(HEAVY_MEMORY_CHATS):
+            loader.chat(seeded.users["memory-common"], HEAVY_MEMORY_MESSAGES // HEAVY_MEMORY_CHATS,
+                        age=timedelta(days=loader.text.rng.uniform(1, 365)), said=said)
     for name, count in (("memory-heavy", HEAVY_MEMORIES), ("memory-light", LIGHT_MEMORIES)):
         for n in range(count):
             loader.memory(seeded.users[name], n)

@@ -74,44 +74,105 @@ DELETE FROM memories
 WHERE user_id = :user_id;
 
 -- name: recall(user_id, text, window_chat_id, window_start_seq, limit)
--- The user's past words (user messages in live chats) and memories most relevant to a text.
--- A row matches when it shares any salient lexeme with the text (OR over the text's first
--- 32 distinct non-stopword lexemes, so long texts stay cheap); it is ranked by ts_rank
--- (normalized by document length) blended with recency: a row loses up to half its score
--- as it ages, with a 30-day half-life. Stopword-only or empty texts match nothing.
+-- The user's past words (user messages in live chats) and memories most relevant to a text, ranked by
+-- BM25 within the user's own items, with conversational context, best first. Steps:
+--  1. terms: the text's first 32 distinct non-stopword lexemes that the user has ever used, each with
+--     its inverse document frequency among the user's items (recall_terms, kept by triggers);
+--  2. candidates: items holding one of the rarest terms, taken rarest first while their document
+--     frequencies add up to at most 500 (at least the rarest term), and at most 500 rows per table,
+--     so a word in 50,000 of the user's messages never makes a recall read 50,000 rows; the commoner
+--     terms still count in the score of every candidate;
+--  3. context: the 50 best message candidates lend 0.3 of their score to the user's message just
+--     before and just after them in the same chat (an answer is often the turn next to the words of
+--     the question); a neighbour is recalled only when it shares a term with the text itself;
+--  4. order: BM25 plus context, a recent item getting at most 5% more (a 30-day half-life), so
+--     recency breaks near-ties but never buries an exact old match.
 -- Messages of window_chat_id from window_start_seq on (the recent window the responder already
--- sees) are left out; both NULL leave out nothing.
-WITH query AS (
-    -- Each lexeme is quoted for tsquery syntax ('' and \\ escapes), then OR-ed: no user text
-    -- is ever parsed as tsquery operators.
-    SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery AS q
-    FROM (
-        SELECT lexeme
-        FROM unnest(to_tsvector('english', :text))
-        ORDER BY positions[1]
-        LIMIT 32
-    ) AS salient
-), hits AS (
-    -- (SELECT q FROM query) is computed once, before the scans, so the GIN indexes can use it.
-    SELECT 'message' AS source, m.id, m.chat_id, m.content, m.created_at,
-           ts_rank(m.search_vector, (SELECT q FROM query), 1) AS relevance, m.created_at AS as_of
-    FROM messages AS m
-    WHERE m.user_id = :user_id
-      AND m.role = 'user'
-      AND m.search_vector @@ (SELECT q FROM query)
-      AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
-      -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
-      AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
+-- sees) are left out; both NULL leave out nothing. Stopword-only or empty texts match nothing.
+WITH query_terms AS (
+    SELECT lexeme
+    FROM unnest(to_tsvector('english', :text))
+    ORDER BY positions[1]
+    LIMIT 32
+), totals AS (
+    SELECT documents::float8 AS n, greatest(lexemes::float8 / greatest(documents, 1), 1) AS average_length
+    FROM recall_totals
+    WHERE user_id = :user_id
+), terms AS (
+    SELECT t.lexeme, ln(1 + (totals.n - t.documents + 0.5) / (t.documents + 0.5)) AS idf,
+           sum(t.documents) OVER (ORDER BY t.documents, t.lexeme) AS running
+    FROM recall_terms AS t, totals
+    WHERE t.user_id = :user_id AND t.lexeme IN (SELECT lexeme FROM query_terms) AND t.documents > 0
+), weights AS (
+    SELECT array_agg(lexeme) AS lexemes, array_agg(idf) AS idfs,
+           (SELECT average_length FROM totals) AS average_length,
+           -- Each seed lexeme is quoted for tsquery syntax ('' and \\ escapes), then OR-ed: no user
+           -- text is ever parsed as tsquery operators.
+           string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')
+               FILTER (WHERE running <= 500 OR running = (SELECT min(running) FROM terms))::tsquery AS seeds
+    FROM terms
+), candidates AS (
+    -- (SELECT seeds FROM weights) is computed once, before the scans, so the GIN indexes can use it.
+    (SELECT 'message' AS source, m.id, m.chat_id, m.seq, m.content, m.created_at, m.created_at AS as_of,
+            m.search_vector
+     FROM messages AS m
+     WHERE m.user_id = :user_id
+       AND m.role = 'user'
+       AND m.search_vector @@ (SELECT seeds FROM weights)
+       AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
+       -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
+       AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
+     LIMIT 500)
     UNION ALL
-    SELECT 'memory', mem.id, NULL, mem.content, mem.created_at,
-           ts_rank(mem.search_vector, (SELECT q FROM query), 1), mem.updated_at
-    FROM memories AS mem
-    WHERE mem.user_id = :user_id
-      AND mem.search_vector @@ (SELECT q FROM query)
+    (SELECT 'memory', mem.id, NULL, NULL, mem.content, mem.created_at, mem.updated_at, mem.search_vector
+     FROM memories AS mem
+     WHERE mem.user_id = :user_id
+       AND mem.search_vector @@ (SELECT seeds FROM weights)
+     LIMIT 500)
+), scored AS (
+    SELECT c.*, bm25.relevance
+    FROM candidates AS c, weights AS w, recall_bm25(c.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
+), lenders AS (
+    SELECT chat_id, seq, relevance
+    FROM scored
+    WHERE source = 'message'
+    ORDER BY relevance DESC
+    LIMIT 50
+), neighbours AS (
+    -- The user's messages right before and after each lender, read along (chat_id, seq).
+    SELECT n.id, n.chat_id, n.content, n.created_at, n.search_vector, l.relevance AS lent
+    FROM lenders AS l
+    CROSS JOIN LATERAL (
+        (SELECT m.id, m.chat_id, m.content, m.created_at, m.search_vector
+         FROM messages AS m
+         WHERE m.chat_id = l.chat_id AND m.seq < l.seq AND m.role = 'user'
+         ORDER BY m.seq DESC
+         LIMIT 1)
+        UNION ALL
+        (SELECT m.id, m.chat_id, m.content, m.created_at, m.search_vector
+         FROM messages AS m
+         WHERE m.chat_id = l.chat_id AND m.seq > l.seq AND m.role = 'user'
+           AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
+         ORDER BY m.seq
+         LIMIT 1)
+    ) AS n
+), pooled AS (
+    SELECT source, id, chat_id, content, created_at, as_of, relevance, 0::float8 AS lent
+    FROM scored
+    UNION ALL
+    SELECT 'message', n.id, n.chat_id, n.content, n.created_at, n.created_at, bm25.relevance, n.lent
+    FROM neighbours AS n, weights AS w, recall_bm25(n.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
+), ranked AS (
+    -- Only items that share a term with the text are recalled; their neighbours' scores only reorder them.
+    SELECT source, id, chat_id, content, created_at, as_of, max(relevance) + 0.3 * max(lent) AS relevance
+    FROM pooled
+    GROUP BY source, id, chat_id, content, created_at, as_of
+    HAVING max(relevance) > 0
 )
-SELECT source, id, chat_id, content, created_at,
+SELECT r.source, r.id, r.chat_id, c.title AS chat_title, r.content, r.created_at,
        -- float8, not numeric: numeric power() costs more than the ranking itself.
-       relevance * (0.5 + 0.5 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
-FROM hits
-ORDER BY score DESC, created_at DESC, id
+       r.relevance * (1 + 0.05 * power(0.5, extract(epoch FROM now() - r.as_of)::float8 / (30 * 86400))) AS score
+FROM ranked AS r
+LEFT JOIN chats AS c ON c.id = r.chat_id
+ORDER BY score DESC, r.created_at DESC, r.id
 LIMIT :limit;

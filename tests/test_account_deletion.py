@@ -41,7 +41,8 @@ def populate(client) -> dict:
 
 
 def test_every_table_is_covered(db):
-    assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens", "monthly_usage", "idempotency_keys"}
+    assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens", "monthly_usage", "idempotency_keys",
+                                           "recall_terms", "recall_totals"}
 
 
 def test_deleting_the_account_leaves_no_row_of_the_user_anywhere(client, db):

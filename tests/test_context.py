@@ -1,5 +1,8 @@
 """What the responder sees: system prompt, recalled memories, the recent window in order, within budget."""
 
+import re
+from datetime import datetime, timezone
+
 import pytest
 
 from conftest import RecordingResponder, install_responder, new_chat, new_user, send, settled_stats
@@ -14,6 +17,18 @@ from memlayer.memory.context import (
 )
 from memlayer.providers.token_count import estimate_tokens
 from memlayer.storage.db import get_pool
+
+WHEN = datetime(2023, 5, 7, 14, 30, tzinfo=timezone.utc)
+
+
+def item(content: str, chat_title: str | None = "Chat") -> dict:
+    """A recalled row as the recall query returns it."""
+    return {"content": content, "created_at": WHEN, "chat_title": chat_title}
+
+
+def said(lines: list[str]) -> list[str]:
+    """The texts of memory-block items, without their date and origin."""
+    return [re.fullmatch(r'\d{4}-\d{2}-\d{2} \((?:chat ".*"|saved memory)\): (.*)', line).group(1) for line in lines]
 
 
 @pytest.fixture
@@ -46,7 +61,7 @@ def test_the_responder_gets_system_prompt_memory_then_the_window_in_order(prompt
     messages = recorder.inputs[-1]
     assert messages[0] == {"role": "system", "content": "You are a helpful assistant."}
     assert messages[1]["role"] == "system" and messages[1]["content"].startswith(MEMORY_HEADER)
-    assert recalled_items(messages) == ["my cat is called Ada", "The cat's vet is Dr. Lopes"]
+    assert said(recalled_items(messages)) == ["my cat is called Ada", "The cat's vet is Dr. Lopes"]
     assert messages[2:] == [
         {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "noted"},
@@ -79,7 +94,7 @@ def test_older_messages_of_the_same_chat_are_recalled_once_out_of_the_window(app
     send(client, user, chat["id"], "what is my dog called?")
 
     messages = recorder.inputs[-1]
-    assert recalled_items(messages) == ["my dog is called Rex"]
+    assert said(recalled_items(messages)) == ["my dog is called Rex"]
     assert [m["content"] for m in messages[1:]] == ["nice weather today", "noted", "what is my dog called?"]
 
 
@@ -120,19 +135,29 @@ def test_reads_happen_before_the_reply_and_no_connection_is_held_during_it(app, 
 def test_compose_orders_and_budgets():
     settings = ContextSettings(system_prompt="sys", recall_k=5, token_budget=1000, recent_limit=50)
     recent_newest_first = [{"role": "assistant", "content": "b"}, {"role": "user", "content": "a"}]
-    messages = compose(settings, recalled=[{"content": "fact\nwith   lines"}], recent_newest_first=recent_newest_first,
+    messages = compose(settings, recalled=[item("fact\nwith   lines", "Trip\nplans")], recent_newest_first=recent_newest_first,
                        content="new")
     assert [m["role"] for m in messages] == ["system", "system", "user", "assistant", "user"]
-    assert messages[1]["content"] == MEMORY_HEADER + "\n- fact with lines"
+    assert messages[1]["content"] == MEMORY_HEADER + '\n- 2023-05-07 (chat "Trip plans"): fact with lines'
     assert [m["content"] for m in messages[2:]] == ["a", "b", "new"]
 
 
 def test_the_memory_block_stays_within_its_share_of_the_budget():
-    block = memory_block(["x" * 400] * 20, token_budget=500)
+    block = memory_block([item("x" * 400)] * 20, token_budget=500)
     assert estimate_tokens(block["content"]) <= 500
     assert 1 <= len(recalled_items([block])) < 20
     assert memory_block([], 500) is None
-    assert len(recalled_items([memory_block(["y" * 5000], 10_000)])[0]) == 600  # long items are cut
+    assert len(said(recalled_items([memory_block([item("y" * 5000)], 10_000)]))[0]) == 600  # long items are cut
+
+
+def test_each_recalled_item_says_when_and_where_it_was_said_in_the_order_given():
+    items = [item("we moved to Porto", "Moving " + "day " * 30), item("Sister: Lucia", chat_title=None),
+             {**item("I went to a support group"), "created_at": datetime(2021, 1, 2, 23, 59, tzinfo=timezone.utc)}]
+
+    lines = recalled_items([memory_block(items, 1000)])
+
+    assert lines[0].startswith('2023-05-07 (chat "Moving day day') and lines[0].endswith('…"): we moved to Porto')
+    assert lines[1:] == ["2023-05-07 (saved memory): Sister: Lucia", '2021-01-02 (chat "Chat"): I went to a support group']
 
 
 def test_token_estimates():
@@ -143,11 +168,11 @@ def test_token_estimates():
 
 
 def test_the_offline_responder_lists_what_was_recalled():
-    block = memory_block(["my cat is called Ada"], 1000)
+    block = memory_block([item("my cat is called Ada", "Pets")], 1000)
     reply = OfflineResponder().answer("offline", [block, {"role": "user", "content": "what is my cat called?"}])
     assert "No language model answers this chat" in reply
     assert "\u201cwhat is my cat called?\u201d" in reply
-    assert reply.endswith("Memories I recalled for this message:\n- my cat is called Ada")
+    assert reply.endswith('Memories I recalled for this message:\n- 2023-05-07 (chat "Pets"): my cat is called Ada')
     assert OfflineResponder().answer("offline", [{"role": "user", "content": "hi"}]).endswith(
         "I found no memories related to this message.")
 

@@ -23,8 +23,10 @@ def tables(url):
     return {row[0] for row in rows}
 
 
-ALL_MIGRATIONS = ["0001_initial", "0002_memory", "0003_models_usage", "0004_idempotency", "0005_gin_pending_list"]
-ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events", "models", "monthly_usage", "idempotency_keys"}
+ALL_MIGRATIONS = ["0001_initial", "0002_memory", "0003_models_usage", "0004_idempotency", "0005_gin_pending_list",
+                  "0006_recall_statistics"]
+ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events", "models", "monthly_usage", "idempotency_keys",
+              "recall_terms", "recall_totals"}
 
 
 def test_apply_is_idempotent_and_reversible(empty_database):

@@ -6,13 +6,14 @@ from conftest import RecordingResponder, install_responder, new_chat, new_user, 
 
 
 def test_a_fact_told_in_one_chat_is_recalled_in_another(client, user, chat):
-    send(client, user, chat["id"], "my cat is called Ada")
+    told = send(client, user, chat["id"], "my cat is called Ada")
     other = new_chat(client, user)
 
     reply = send(client, user, other["id"], "what is my cat called?")
 
     assert "No language model answers this chat" in reply["content"]
-    assert "Memories I recalled for this message:\n- my cat is called Ada" in reply["content"]
+    day = told["created_at"][:10]
+    assert f'Memories I recalled for this message:\n- {day} (chat "{chat["title"]}"): my cat is called Ada' in reply["content"]
 
 
 def test_search_matches_any_salient_word_and_names_the_chat(client, user, chat):

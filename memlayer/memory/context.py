@@ -11,9 +11,11 @@ from memlayer.storage.db import sql
 
 MEMORY_HEADER = (
     "Memory: things this user said in earlier conversations or asked you to remember, "
-    "most relevant first. Use them when they help; do not mention this list otherwise."
+    "most relevant first, each with the date it was said or saved. "
+    "Use them when they help; do not mention this list otherwise."
 )
-MEMORY_ITEM_CHARS = 600  # one recalled item never takes more than this much of the prompt
+MEMORY_ITEM_CHARS = 600  # one recalled item's text never takes more than this much of the prompt
+CHAT_TITLE_CHARS = 60
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def compose(settings: ContextSettings, *, recalled: list[dict], recent_newest_fi
     head = []
     if settings.system_prompt:
         head.append({"role": "system", "content": settings.system_prompt})
-    block = memory_block([item["content"] for item in recalled], settings.token_budget // 4)
+    block = memory_block(recalled, settings.token_budget // 4)
     if block is not None:
         head.append(block)
     new_message = {"role": "user", "content": content}
@@ -81,12 +83,22 @@ def compose(settings: ContextSettings, *, recalled: list[dict], recent_newest_fi
     return head + window[::-1] + [new_message]
 
 
-def memory_block(contents: list[str], token_budget: int) -> dict | None:
-    """The system message listing recalled items, one per line; None when nothing was recalled."""
+def memory_line(item: dict) -> str:
+    """One recalled item as the responder sees it: when, where from, what (`2023-05-07 (chat "Trip"): ...`)."""
+    when = item["created_at"].date().isoformat()
+    if item.get("chat_title") is not None:
+        where = f'chat "{one_line(item["chat_title"], CHAT_TITLE_CHARS)}"'
+    else:
+        where = "saved memory"
+    return f"{when} ({where}): {one_line(item['content'], MEMORY_ITEM_CHARS)}"
+
+
+def memory_block(recalled: list[dict], token_budget: int) -> dict | None:
+    """The system message listing recalled items in the order given, one per line; None when nothing fits."""
     lines = [MEMORY_HEADER]
     remaining = token_budget - estimate_tokens(MEMORY_HEADER) - MESSAGE_OVERHEAD_TOKENS
-    for content in contents:
-        line = "- " + one_line(content, MEMORY_ITEM_CHARS)
+    for item in recalled:
+        line = "- " + memory_line(item)
         remaining -= estimate_tokens(line) + 1
         if remaining < 0:
             break

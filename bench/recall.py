@@ -1,0 +1,223 @@
+"""Recall quality on LoCoMo: MemLayer's GET /memories/search against BM25 over the same texts, in one run.
+
+    make bench-recall                  # the conversations in ../shared/data/locomo
+    make bench-recall BENCH_ARGS="--data DIR"
+
+Each conversation becomes one user, each session one chat; every turn is sent in order through the
+real API (`memlayer serve`, no model configured) as that user's message "<speaker>: <text>" (with
+" [shares a photo: <caption>]" when the turn has one). Every question with evidence, category 5
+(adversarial, no answer in the dialogue) left out, is asked of GET /memories/search?limit=50. The
+ranked message ids map back to the turns' dia_ids, and the same texts are ranked by rank_bm25 for the
+baseline. Prints recall@k and hit@k (k = 1, 5, 10, 25, 50) overall and per category, and writes
+bench/results/recall-<date>.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlencode
+
+from rank_bm25 import BM25Okapi
+
+from harness import ROOT, Service, fresh_database, percentiles  # bench/ is on sys.path when run as a script
+from memlayer.storage.embedded import embedded_program
+
+DATABASE = "memlayer_bench_recall"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo"
+KS = (1, 5, 10, 25, 50)
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+PASSWORD = "bench password 1234"
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def turn_text(turn: dict) -> str:
+    """What the user sends for one turn."""
+    text = f"{turn['speaker']}: {turn['text']}"
+    if turn.get("blip_caption"):
+        text += f" [shares a photo: {turn['blip_caption']}]"
+    return text
+
+
+def sessions(conversation: dict) -> list[tuple[str, str, list[dict]]]:
+    """(session key, date text, turns) in session order."""
+    numbers = sorted(int(key.split("_")[1]) for key in conversation
+                     if re.fullmatch(r"session_\d+", key) and conversation[key])
+    return [(f"session_{n}", conversation.get(f"session_{n}_date_time", ""), conversation[f"session_{n}"])
+            for n in numbers]
+
+
+def normalized_evidence(evidence: list[str], known: set[str]) -> list[str]:
+    """The evidence ids as turn ids: split joined ids, drop stray colons and zero padding, keep known turns."""
+    ids = []
+    for entry in evidence:
+        for part in re.split(r"[;,\s]+", entry):
+            match = re.fullmatch(r"D:?(\d+):0*(\d+)", part.strip())
+            if match:
+                dia_id = f"D{int(match.group(1))}:{int(match.group(2))}"
+                if dia_id in known and dia_id not in ids:
+                    ids.append(dia_id)
+    return ids
+
+
+def load_conversation(path: Path) -> dict:
+    """One LoCoMo file as {name, sessions, questions}, evidence normalized."""
+    data = json.loads(path.read_text())
+    conversation = data.get("conversation", data)
+    all_sessions = sessions(conversation)
+    known = {turn["dia_id"] for _, _, turns in all_sessions for turn in turns}
+    questions = []
+    for qa in data["qa"]:
+        if qa.get("category") == 5:
+            continue
+        evidence = normalized_evidence(qa.get("evidence") or [], known)
+        if evidence:
+            questions.append({"question": qa["question"], "category": qa["category"], "evidence": evidence})
+    return {"name": path.stem, "sessions": all_sessions, "questions": questions}
+
+
+def english_stopwords() -> set[str]:
+    """PostgreSQL's English stopword list (the one MemLayer's search uses), from the embedded server's files."""
+    share = embedded_program("psql").parent.parent / "share"
+    stop_file = next(share.rglob("tsearch_data/english.stop"))
+    return {line.strip() for line in stop_file.read_text().splitlines() if line.strip()}
+
+
+def bm25_tokens(text: str, stopwords: set[str]) -> list[str]:
+    """Lowercase words without stopwords, no stemming: the textbook baseline."""
+    return [word for word in WORD.findall(text.lower()) if word not in stopwords]
+
+
+class Scores:
+    """recall@k and hit@k, overall and per category, for one system."""
+
+    def __init__(self):
+        self.per_category = defaultdict(lambda: defaultdict(list))
+
+    def add(self, category: int, evidence: list[str], ranked: list[str]) -> None:
+        """Score one question's ranking against its evidence."""
+        for k in KS:
+            found = len(set(evidence) & set(ranked[:k]))
+            self.per_category[category][f"R@{k}"].append(found / len(evidence))
+            self.per_category[category][f"H@{k}"].append(1.0 if found else 0.0)
+
+    def table(self) -> dict:
+        """{"all": {metric: mean}, "<category>": {...}, "n": ...}."""
+        merged = defaultdict(list)
+        out = {}
+        for category, metrics in sorted(self.per_category.items()):
+            out[CATEGORIES.get(category, str(category))] = {m: round(sum(v) / len(v), 3) for m, v in metrics.items()}
+            out[CATEGORIES.get(category, str(category))]["n"] = len(metrics["R@1"])
+            for metric, values in metrics.items():
+                merged[metric].extend(values)
+        out["all"] = {m: round(sum(v) / len(v), 3) for m, v in merged.items()}
+        out["all"]["n"] = len(merged["R@1"])
+        return out
+
+
+def load_into_memlayer(service: Service, conversation: dict) -> tuple[str, dict]:
+    """Register the conversation's user, send every turn; return (token, message id -> dia_id)."""
+    email = f"locomo-{conversation['name']}@example.com"
+    status, tokens = service.request("POST", "/auth/register", {"email": email, "password": PASSWORD})
+    assert status == 201, (status, tokens)
+    token = tokens["access_token"]
+    ids = {}
+    for key, when, turns in conversation["sessions"]:
+        status, chat = service.request("POST", "/chats", {"title": f"{key} ({when})"}, token)
+        assert status == 201, (status, chat)
+        for turn in turns:
+            status, reply = service.request("POST", f"/chats/{chat['id']}/messages", {"content": turn_text(turn)}, token)
+            assert status == 201, (status, reply)
+        sent = [m for m in all_messages(service, chat["id"], token) if m["role"] == "user"]
+        assert len(sent) == len(turns)
+        ids.update({message["id"]: turn["dia_id"] for message, turn in zip(sent, turns)})
+    return token, ids
+
+
+def all_messages(service: Service, chat_id: str, token: str) -> list[dict]:
+    """Every message of a chat, oldest first, page by page (the cursor of each next page from the last seen)."""
+    messages, path = [], f"/chats/{chat_id}/messages?limit=200"
+    while path:
+        status, page = service.request("GET", path, token=token)
+        assert status == 200, (status, page)
+        messages.extend(page)
+        link = service.last_headers.get("Link", "")
+        match = re.search(r'<([^>]+)>;\s*rel="next"', link)
+        path = match.group(1) if match else None
+        if path and path.startswith("http"):
+            path = "/" + path.split("/", 3)[3]
+    return messages
+
+
+def main() -> None:
+    """Load every conversation, ask every question of both systems, print the table, write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation files")
+    args = parser.parse_args()
+
+    conversations = [load_conversation(path) for path in sorted(args.data.glob("*.json"))]
+    stopwords = english_stopwords()
+    systems = {"MemLayer": Scores(), "BM25": Scores()}
+    latencies = []
+    url = fresh_database(DATABASE)
+    service = Service(url)
+    started = time.monotonic()
+    try:
+        for conversation in conversations:
+            token, dia_of = load_into_memlayer(service, conversation)
+            texts = {turn["dia_id"]: turn_text(turn) for _, _, turns in conversation["sessions"] for turn in turns}
+            order = list(texts)
+            bm25 = BM25Okapi([bm25_tokens(texts[dia_id], stopwords) for dia_id in order])
+            for qa in conversation["questions"]:
+                began = time.perf_counter()
+                status, items = service.request(
+                    "GET", "/memories/search?" + urlencode({"q": qa["question"], "limit": 50}), token=token)
+                latencies.append((time.perf_counter() - began) * 1000)
+                assert status == 200, (status, items)
+                systems["MemLayer"].add(qa["category"], qa["evidence"], [dia_of.get(item["id"]) for item in items])
+                scores = bm25.get_scores(bm25_tokens(qa["question"], stopwords))
+                ranked = sorted(range(len(order)), key=lambda i: -scores[i])[:50]
+                systems["BM25"].add(qa["category"], qa["evidence"], [order[i] for i in ranked])
+            print(f"{conversation['name']}: {len(dia_of)} turns, {len(conversation['questions'])} questions", flush=True)
+    finally:
+        service.stop()
+    tables = {name: scores.table() for name, scores in systems.items()}
+    print_tables(tables)
+    timing = percentiles(latencies)
+    print(f"\nGET /memories/search: p50 {timing['p50_ms']} ms, p99 {timing['p99_ms']} ms over {timing['n']} questions "
+          f"({time.monotonic() - started:.0f} s in all)")
+    out = ROOT / "bench" / "results" / f"recall-{date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "conversations": [c["name"] for c in conversations], "systems": tables, "search_latency": timing,
+    }, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+def print_tables(tables: dict) -> None:
+    """Overall recall@k and hit@k per system, then recall@5 and @10 per category."""
+    width = max(map(len, tables))
+    metrics = [f"R@{k}" for k in KS] + [f"H@{k}" for k in KS]
+    print(f"\n| {'system':<{width}} | " + " | ".join(f"{m:>5}" for m in metrics) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 7 for _ in metrics) + "|")
+    for name, table in tables.items():
+        print(f"| {name:<{width}} | " + " | ".join(f"{table['all'][m]:.3f}" for m in metrics) + " |")
+    first = next(iter(tables.values()))
+    categories = [c for c in first if c != "all"]
+    headers = [f"{c} ({first[c]['n']})" for c in categories]
+    print("\nR@5 / R@10 per category (questions)")
+    print(f"| {'system':<{width}} | " + " | ".join(f"{h:>13}" for h in headers) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * (max(13, len(h)) + 2) for h in headers) + "|")
+    for name, table in tables.items():
+        print(f"| {name:<{width}} | " + " | ".join(
+            f"{table[c]['R@5']:.3f} / {table[c]['R@10']:.3f}".rjust(max(13, len(h))) for c, h in zip(categories, headers)) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+DROP TRIGGER memories_recall_statistics_delete ON memories;
+DROP TRIGGER memories_recall_statistics_update ON memories;
+DROP TRIGGER memories_recall_statistics_insert ON memories;
+DROP TRIGGER messages_recall_statistics ON messages;
+DROP FUNCTION memories_recall_statistics();
+DROP FUNCTION messages_recall_statistics();
+DROP FUNCTION recall_statistics_change(uuid[], tsvector[], integer);
+DROP FUNCTION recall_bm25(tsvector, text[], float8[], float8);
+DROP TABLE recall_totals;
+DROP TABLE recall_terms;
