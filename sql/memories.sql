@@ -79,10 +79,10 @@ WHERE user_id = :user_id;
 --  1. terms: the text's first 32 distinct non-stopword lexemes that the user has ever used, each with
 --     its inverse document frequency among the user's items (recall_terms, kept by triggers);
 --  2. candidates: items holding one of the rarest terms, taken rarest first while their document
---     frequencies add up to at most 500 (at least the rarest term), and at most 500 rows per table,
+--     frequencies add up to at most 250 (at least the rarest term), and at most 250 rows per table,
 --     so a word in 50,000 of the user's messages never makes a recall read 50,000 rows; the commoner
 --     terms still count in the score of every candidate;
---  3. context: the 50 best message candidates lend 0.3 of their score to the user's message just
+--  3. context: the 30 best message candidates lend 0.3 of their score to the user's message just
 --     before and just after them in the same chat (an answer is often the turn next to the words of
 --     the question); a neighbour is recalled only when it shares a term with the text itself;
 --  4. order: BM25 plus context, a recent item getting at most 5% more (a 30-day half-life), so
@@ -109,7 +109,7 @@ WITH query_terms AS (
            -- Each seed lexeme is quoted for tsquery syntax ('' and \\ escapes), then OR-ed: no user
            -- text is ever parsed as tsquery operators.
            string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')
-               FILTER (WHERE running <= 500 OR running = (SELECT min(running) FROM terms))::tsquery AS seeds
+               FILTER (WHERE running <= 250 OR running = (SELECT min(running) FROM terms))::tsquery AS seeds
     FROM terms
 ), candidates AS (
     -- (SELECT seeds FROM weights) is computed once, before the scans, so the GIN indexes can use it.
@@ -122,13 +122,13 @@ WITH query_terms AS (
        AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
        -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
        AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
-     LIMIT 500)
+     LIMIT 250)
     UNION ALL
     (SELECT 'memory', mem.id, NULL, NULL, mem.content, mem.created_at, mem.updated_at, mem.search_vector
      FROM memories AS mem
      WHERE mem.user_id = :user_id
        AND mem.search_vector @@ (SELECT seeds FROM weights)
-     LIMIT 500)
+     LIMIT 250)
 ), scored AS (
     SELECT c.*, bm25.relevance
     FROM candidates AS c, weights AS w, recall_bm25(c.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
@@ -137,7 +137,7 @@ WITH query_terms AS (
     FROM scored
     WHERE source = 'message'
     ORDER BY relevance DESC
-    LIMIT 50
+    LIMIT 30
 ), neighbours AS (
     -- The user's messages right before and after each lender, read along (chat_id, seq).
     SELECT n.id, n.chat_id, n.content, n.created_at, n.search_vector, l.relevance AS lent
@@ -169,10 +169,15 @@ WITH query_terms AS (
     GROUP BY source, id, chat_id, content, created_at, as_of
     HAVING max(relevance) > 0
 )
-SELECT r.source, r.id, r.chat_id, c.title AS chat_title, r.content, r.created_at,
-       -- float8, not numeric: numeric power() costs more than the ranking itself.
-       r.relevance * (1 + 0.05 * power(0.5, extract(epoch FROM now() - r.as_of)::float8 / (30 * 86400))) AS score
-FROM ranked AS r
-LEFT JOIN chats AS c ON c.id = r.chat_id
-ORDER BY score DESC, r.created_at DESC, r.id
-LIMIT :limit;
+SELECT r.source, r.id, r.chat_id, r.content, r.created_at, r.score,
+       -- Looked up for the returned rows only, after the limit.
+       (SELECT c.title FROM chats AS c WHERE c.id = r.chat_id) AS chat_title
+FROM (
+    SELECT source, id, chat_id, content, created_at,
+           -- float8, not numeric: numeric power() costs more than the ranking itself.
+           relevance * (1 + 0.05 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
+    FROM ranked
+    ORDER BY score DESC, created_at DESC, id
+    LIMIT :limit
+) AS r
+ORDER BY r.score DESC, r.created_at DESC, r.id;
