@@ -2,22 +2,19 @@
 
 import json
 import logging
-import random
 import time
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
 
 import httpx
 from httpx_sse import EventSource, SSEError
 
 from memlayer.providers.replies import Reply, estimated_reply
+from memlayer.providers.retries import retry_wait
 from memlayer.web.errors import ProviderFailed, ProviderTimedOut
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 2  # after the first attempt, for 429 and 5xx answers only
-BACKOFF_SECONDS = 0.5  # doubled per retry, with jitter, when the provider gives no Retry-After
 MAX_RETRY_WAIT_SECONDS = 10.0  # a provider asking for a longer pause gets a 502, not a held thread
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS = 200  # per worker process; more than its threads, so no request waits for a socket
@@ -80,7 +77,7 @@ class ChatCompletionsResponder:
                 return response
             response.close()
             status = response.status_code
-            wait = _retry_wait(response, attempt)
+            wait = retry_wait(response, attempt)
             retryable = status == 429 or status >= 500
             if not retryable or attempt == MAX_RETRIES or wait > MAX_RETRY_WAIT_SECONDS:
                 logger.warning("model provider answered HTTP %d (attempt %d, giving up)", status, attempt + 1)
@@ -140,21 +137,6 @@ class ChatCompletionsStream:
     def close(self) -> None:
         """Stop reading and give the connection back (or drop it, when the reply was not read to the end)."""
         self._response.close()
-
-
-def _retry_wait(response: httpx.Response, attempt: int) -> float:
-    """Seconds to wait before the next attempt: the provider's Retry-After when it gives one, else jittered backoff."""
-    header = response.headers.get("Retry-After")
-    if header:
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            pass
-        try:
-            return max(0.0, (parsedate_to_datetime(header) - datetime.now(timezone.utc)).total_seconds())
-        except (TypeError, ValueError):
-            pass
-    return BACKOFF_SECONDS * (2 ** attempt) * random.uniform(0.5, 1.5)
 
 
 def _malformed(what: str) -> ProviderFailed:
