@@ -104,7 +104,7 @@ def main() -> None:
         plan_text = "\n".join(row[0] for row in conn.execute(
             "EXPLAIN (ANALYZE, BUFFERS) " + sql.memories.recall.sql,
             {"user_id": heavy["id"], "text": CAT_QUESTION, "window_chat_id": None, "window_start_seq": None,
-             "limit": 5}))
+             "limit": 5, "model": None, "embedding": None}))
 
     settings = {**config.load(), "DATABASE_URL": url, "POOL_MIN_SIZE": 1, "POOL_MAX_SIZE": 2}
     pool = create_pool(settings)

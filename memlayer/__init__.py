@@ -9,9 +9,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from memlayer import config
 from memlayer.assistant import responders
 from memlayer.auth import tokens
+
 # `auth` is also a part (memlayer.auth): the blueprint module must not take its name in this namespace.
 from memlayer.blueprints import auth as auth_routes
 from memlayer.blueprints import chats, docs, health, memories, messages, models, usage
+from memlayer.memory import embeddings
 from memlayer.storage import db
 from memlayer.storage.embedded import resolve_database_url
 from memlayer.web import errors, headers, logs, ratelimit
@@ -72,6 +74,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     tokens.init_app(app)
     responders.init_app(app)
+    embeddings.init_app(app)
     CORS(
         app,
         origins=config.cors_origins(app.config),

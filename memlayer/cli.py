@@ -1,4 +1,4 @@
-"""The `memlayer` command: serve, migrate, models, db-url, db-stop."""
+"""The `memlayer` command: serve, migrate, embed, models, db-url, db-stop."""
 
 import logging
 import os
@@ -15,7 +15,9 @@ from psycopg.rows import dict_row
 
 from memlayer import config
 from memlayer.assistant import catalog
-from memlayer.storage.db import sql
+from memlayer.memory.embeddings import backfill
+from memlayer.providers.embeddings import EmbeddingsClient
+from memlayer.storage.db import create_pool, sql, transaction
 from memlayer.storage.embedded import resolve_database_url, stop_embedded
 from memlayer.storage.migrate import apply_migrations
 from memlayer.web.logs import configure_logging
@@ -76,7 +78,19 @@ def prepare_database(settings) -> tuple[str, list[str]]:
     applied = apply_migrations(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         catalog.seed_models(conn, settings)
+        if settings.get("EMBEDDING_MODEL") and not sql.embeddings.vectors_available(conn):
+            raise config.ConfigError(
+                "MEMLAYER_EMBEDDING_MODEL is set, but this PostgreSQL has no pgvector (the vector extension): "
+                "install pgvector there, or unset MEMLAYER_EMBEDDING_MODEL to run with lexical recall only")
     return database_url, applied
+
+
+def prepared_database(settings) -> str:
+    """prepare_database for the commands other than serve: a configuration problem is a one-line error."""
+    try:
+        return prepare_database(settings)[0]
+    except config.ConfigError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
 
 
 MIGRATE_RETRY_SECONDS = 1.0
@@ -127,7 +141,10 @@ def _run_until_stopped(server: subprocess.Popen, *, deadline: float) -> int:
 @main.command()
 def migrate() -> None:
     """Apply pending schema migrations and add the configured models."""
-    _, applied = prepare_database(config.load())
+    try:
+        _, applied = prepare_database(config.load())
+    except config.ConfigError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
     click.echo(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
 
 
@@ -196,8 +213,47 @@ def _set_enabled(name: str, enabled: bool) -> None:
 
 def _models_connection() -> psycopg.Connection:
     """A connection to the migrated database for one models command."""
-    database_url, _ = prepare_database(config.load())
-    return psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
+    return psycopg.connect(prepared_database(config.load()), autocommit=True, row_factory=dict_row)
+
+
+BACKFILL_TIMEOUT_SECONDS = 60.0  # a batch, not a send: the provider may take its time
+BACKFILL_RETRIES = 3
+
+
+@main.command()
+@click.option("--batch", type=click.IntRange(1, 2048), default=64, show_default=True,
+              help="Texts per request to the embeddings server.")
+def embed(batch: int) -> None:
+    """Give every user message and memory without one a vector of MEMLAYER_EMBEDDING_MODEL.
+
+    Resumable and idempotent (what has a vector of the model is skipped), safe while the service runs.
+    After a model change it re-embeds everything; until then old vectors are not used.
+    """
+    settings = config.load()
+    try:
+        config.check(settings)
+    except config.ConfigError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
+    if not settings.get("EMBEDDING_MODEL"):
+        raise click.ClickException("set MEMLAYER_EMBEDDING_MODEL (and its server) first; see the README")
+    pool = create_pool({**settings, "DATABASE_URL": prepared_database(settings), "POOL_MIN_SIZE": 1,
+                        "POOL_MAX_SIZE": 2})
+    pool.open(wait=True)
+    client = EmbeddingsClient(config.embedding_base_url(settings), model=str(settings["EMBEDDING_MODEL"]),
+                              api_key=config.embedding_api_key(settings), timeout=BACKFILL_TIMEOUT_SECONDS,
+                              retries=BACKFILL_RETRIES)
+    try:
+        with transaction(pool) as conn:
+            missing = sql.embeddings.count_missing_embeddings(conn, model=client.model)
+        with click.progressbar(length=missing, label=f"embedding with {client.model}") as bar:
+            counts = backfill(pool, client, batch=batch, on_progress=bar.update)
+    finally:
+        client.close()
+        pool.close()
+    click.echo(f"embedded {counts['embedded']}, failed {counts['failed']}"
+               + (" (run `memlayer embed` again to retry them)" if counts["failed"] else ""))
+    if counts["failed"]:
+        sys.exit(1)
 
 
 @main.command("db-url")

@@ -66,6 +66,13 @@ class Defaults:
     LLM_CONTEXT_WINDOW = 8192  # tokens, for the default model when configuration first adds it
     MONTHLY_TOKEN_QUOTA = None  # tokens per user per calendar month (UTC); None: no quota
 
+    # Recall by meaning: an embedding model behind the OpenAI embeddings API (OpenAI, Ollama, vLLM, TEI).
+    # Unset model: recall is lexical only. Base URL and key default to the chat provider's.
+    EMBEDDING_MODEL = None  # e.g. nomic-embed-text (Ollama) or text-embedding-3-small (OpenAI)
+    EMBEDDING_BASE_URL = None
+    EMBEDDING_API_KEY = None
+    EMBEDDING_TIMEOUT = 2.0  # seconds a send waits for its vector before recalling lexically without it
+
 
 def load() -> Config:
     """Defaults overlaid with MEMLAYER_* environment variables (values parsed as JSON when they are)."""
@@ -100,6 +107,7 @@ def check(config) -> None:
             raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
     _check_rate_limits(config)
     _check_llm(config)
+    _check_embeddings(config)
 
 
 def _is_whole(value) -> bool:
@@ -134,6 +142,39 @@ def _check_llm(config) -> None:
     quota = config["MONTHLY_TOKEN_QUOTA"]
     if quota is not None and (not _is_whole(quota) or quota < 1):
         raise ConfigError("MEMLAYER_MONTHLY_TOKEN_QUOTA must be a whole number of at least 1 (or unset)")
+
+
+def _check_embeddings(config) -> None:
+    timeout = config["EMBEDDING_TIMEOUT"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ConfigError("MEMLAYER_EMBEDDING_TIMEOUT must be a number of seconds above 0 and at most 60")
+    if not config.get("EMBEDDING_MODEL"):
+        return
+    base_url = embedding_base_url(config)
+    if base_url is None:
+        raise ConfigError("MEMLAYER_EMBEDDING_MODEL needs a server: set MEMLAYER_EMBEDDING_BASE_URL "
+                          "(or MEMLAYER_LLM_BASE_URL, which it defaults to)")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError("MEMLAYER_EMBEDDING_BASE_URL must start with http:// or https://")
+
+
+def embedding_base_url(config) -> str | None:
+    """Where the embeddings server lives: MEMLAYER_EMBEDDING_BASE_URL, else the chat provider's."""
+    base_url = config.get("EMBEDDING_BASE_URL")
+    if base_url:
+        return str(base_url).rstrip("/")
+    if config.get("EMBEDDING_API_KEY") and not llm_base_url(config):
+        return OPENAI_BASE_URL
+    return llm_base_url(config)
+
+
+def embedding_api_key(config) -> str | None:
+    """The embeddings server's key: MEMLAYER_EMBEDDING_API_KEY, else the chat provider's when it is that server.
+
+    A chat key is never sent to an embeddings server configured apart from the chat provider.
+    """
+    key = config.get("EMBEDDING_API_KEY") or (None if config.get("EMBEDDING_BASE_URL") else config.get("LLM_API_KEY"))
+    return str(key) if key else None
 
 
 def llm_base_url(config) -> str | None:

@@ -73,22 +73,26 @@ WHERE id = :memory_id AND user_id = :user_id;
 DELETE FROM memories
 WHERE user_id = :user_id;
 
--- name: recall(user_id, text, window_chat_id, window_start_seq, limit)
--- The user's past words (user messages in live chats) and memories most relevant to a text, ranked by
--- BM25 within the user's own items, with conversational context, best first. Steps:
+-- name: recall(user_id, text, window_chat_id, window_start_seq, limit, model, embedding)
+-- The user's past words (user messages in live chats) and memories most relevant to a text, best first:
+-- BM25 within the user's own items, fused with cosine similarity when a query vector is given, and
+-- context from neighbouring turns. Steps:
 --  1. terms: the text's first 32 distinct non-stopword lexemes that the user has ever used, each with
 --     its inverse document frequency among the user's items (recall_terms, kept by triggers);
 --  2. candidates: items holding one of the rarest terms, taken rarest first while their document
 --     frequencies add up to at most 250 (at least the rarest term), and at most 250 rows per table,
 --     so a word in 50,000 of the user's messages never makes a recall read 50,000 rows; the commoner
---     terms still count in the score of every candidate;
---  3. context: the 30 best message candidates lend 0.3 of their score to the user's message just
+--     terms still count in the score of every candidate. With a vector (:embedding, pgvector's text
+--     form, of model :model), the user's 50 nearest items by meaning are candidates too;
+--  3. score: BM25 (k1 1.2, b 0.75); with a vector, BM25 divided by the best candidate's BM25, plus
+--     the cosine similarity (vectors of other models are never compared: such items count lexically);
+--  4. context: the 30 best message candidates lend 0.3 of their score to the user's message just
 --     before and just after them in the same chat (an answer is often the turn next to the words of
---     the question); a neighbour is recalled only when it shares a term with the text itself;
---  4. order: BM25 plus context, a recent item getting at most 5% more (a 30-day half-life), so
+--     the question); without a vector a neighbour is recalled only when it shares a term with the text;
+--  5. order: score plus context, a recent item getting at most 5% more (a 30-day half-life), so
 --     recency breaks near-ties but never buries an exact old match.
 -- Messages of window_chat_id from window_start_seq on (the recent window the responder already
--- sees) are left out; both NULL leave out nothing. Stopword-only or empty texts match nothing.
+-- sees) are left out; both NULL leave out nothing. Stopword-only or empty texts without a vector match nothing.
 WITH query_terms AS (
     SELECT lexeme
     FROM unnest(to_tsvector('english', :text))
@@ -99,18 +103,23 @@ WITH query_terms AS (
     FROM recall_totals
     WHERE user_id = :user_id
 ), terms AS (
+    -- One primary-key lookup per query term.
     SELECT t.lexeme, ln(1 + (totals.n - t.documents + 0.5) / (t.documents + 0.5)) AS idf,
            sum(t.documents) OVER (ORDER BY t.documents, t.lexeme) AS running
-    FROM recall_terms AS t, totals
-    WHERE t.user_id = :user_id AND t.lexeme IN (SELECT lexeme FROM query_terms) AND t.documents > 0
+    FROM query_terms AS q
+    JOIN recall_terms AS t ON t.user_id = :user_id AND t.lexeme = q.lexeme
+    CROSS JOIN totals
+    WHERE t.documents > 0
 ), weights AS (
-    SELECT array_agg(lexeme) AS lexemes, array_agg(idf) AS idfs,
-           (SELECT average_length FROM totals) AS average_length,
+    SELECT coalesce(array_agg(lexeme), '{}') AS lexemes, coalesce(array_agg(idf), '{}') AS idfs,
+           coalesce((SELECT average_length FROM totals), 1) AS average_length,
            -- Each seed lexeme is quoted for tsquery syntax ('' and \\ escapes), then OR-ed: no user
            -- text is ever parsed as tsquery operators.
            string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')
                FILTER (WHERE running <= 250 OR running = (SELECT min(running) FROM terms))::tsquery AS seeds
     FROM terms
+), nearest AS (
+    SELECT item_id, similarity FROM recall_nearest(:user_id, :model, :embedding, 50)
 ), candidates AS (
     -- (SELECT seeds FROM weights) is computed once, before the scans, so the GIN indexes can use it.
     (SELECT 'message' AS source, m.id, m.chat_id, m.seq, m.content, m.created_at, m.created_at AS as_of,
@@ -123,24 +132,46 @@ WITH query_terms AS (
        -- The user's soft-deleted chats are few: hashed once, not a lookup per candidate.
        AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
      LIMIT 250)
-    UNION ALL
+    UNION
     (SELECT 'memory', mem.id, NULL, NULL, mem.content, mem.created_at, mem.updated_at, mem.search_vector
      FROM memories AS mem
      WHERE mem.user_id = :user_id
        AND mem.search_vector @@ (SELECT seeds FROM weights)
      LIMIT 250)
-), scored AS (
+    UNION
+    SELECT 'message', m.id, m.chat_id, m.seq, m.content, m.created_at, m.created_at, m.search_vector
+    FROM nearest AS n
+    JOIN messages AS m ON m.id = n.item_id
+    WHERE m.user_id = :user_id
+      AND m.role = 'user'
+      AND (m.chat_id IS DISTINCT FROM :window_chat_id::uuid OR m.seq < :window_start_seq::bigint)
+      AND m.chat_id NOT IN (SELECT id FROM chats WHERE user_id = :user_id AND deleted_at IS NOT NULL)
+    UNION
+    SELECT 'memory', mem.id, NULL, NULL, mem.content, mem.created_at, mem.updated_at, mem.search_vector
+    FROM nearest AS n
+    JOIN memories AS mem ON mem.id = n.item_id
+    WHERE mem.user_id = :user_id
+), lexical AS (
     SELECT c.*, bm25.relevance
     FROM candidates AS c, weights AS w, recall_bm25(c.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
+), scored AS (
+    SELECT l.*, l.relevance > 0 AS matched,
+           CASE WHEN :embedding::text IS NULL THEN l.relevance
+                ELSE l.relevance / coalesce(nullif((SELECT max(relevance) FROM lexical), 0), 1)
+                     + coalesce(s.similarity, 0)
+           END AS score
+    FROM lexical AS l
+    LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM lexical)) AS s
+           ON s.item_id = l.id
 ), lenders AS (
-    SELECT chat_id, seq, relevance
+    SELECT chat_id, seq, score
     FROM scored
     WHERE source = 'message'
-    ORDER BY relevance DESC
+    ORDER BY score DESC
     LIMIT 30
 ), neighbours AS (
     -- The user's messages right before and after each lender, read along (chat_id, seq).
-    SELECT n.id, n.chat_id, n.content, n.created_at, n.search_vector, l.relevance AS lent
+    SELECT n.id, n.chat_id, n.content, n.created_at, bm25.relevance, l.score AS lent
     FROM lenders AS l
     CROSS JOIN LATERAL (
         (SELECT m.id, m.chat_id, m.content, m.created_at, m.search_vector
@@ -156,18 +187,30 @@ WITH query_terms AS (
          ORDER BY m.seq
          LIMIT 1)
     ) AS n
+    CROSS JOIN weights AS w
+    CROSS JOIN LATERAL recall_bm25(n.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
+), neighbours_scored AS (
+    SELECT n.*, n.relevance > 0 AS matched,
+           CASE WHEN :embedding::text IS NULL THEN n.relevance
+                ELSE n.relevance / coalesce(nullif((SELECT max(relevance) FROM lexical), 0), 1)
+                     + coalesce(s.similarity, 0)
+           END AS score
+    FROM neighbours AS n
+    LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM neighbours)) AS s
+           ON s.item_id = n.id
 ), pooled AS (
-    SELECT source, id, chat_id, content, created_at, as_of, relevance, 0::float8 AS lent
+    SELECT source, id, chat_id, content, created_at, as_of, matched, score, 0::float8 AS lent
     FROM scored
     UNION ALL
-    SELECT 'message', n.id, n.chat_id, n.content, n.created_at, n.created_at, bm25.relevance, n.lent
-    FROM neighbours AS n, weights AS w, recall_bm25(n.search_vector, w.lexemes, w.idfs, w.average_length) AS bm25
+    SELECT 'message', id, chat_id, content, created_at, created_at, matched, score, lent
+    FROM neighbours_scored
 ), ranked AS (
-    -- Only items that share a term with the text are recalled; their neighbours' scores only reorder them.
-    SELECT source, id, chat_id, content, created_at, as_of, max(relevance) + 0.3 * max(lent) AS relevance
+    -- Without a vector only items that share a term with the text are recalled; their neighbours'
+    -- scores only reorder them.
+    SELECT source, id, chat_id, content, created_at, as_of, max(score) + 0.3 * max(lent) AS score
     FROM pooled
     GROUP BY source, id, chat_id, content, created_at, as_of
-    HAVING max(relevance) > 0
+    HAVING bool_or(matched) OR (:embedding::text IS NOT NULL AND max(score) > 0)
 )
 SELECT r.source, r.id, r.chat_id, r.content, r.created_at, r.score,
        -- Looked up for the returned rows only, after the limit.
@@ -175,7 +218,7 @@ SELECT r.source, r.id, r.chat_id, r.content, r.created_at, r.score,
 FROM (
     SELECT source, id, chat_id, content, created_at,
            -- float8, not numeric: numeric power() costs more than the ranking itself.
-           relevance * (1 + 0.05 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
+           score * (1 + 0.05 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
     FROM ranked
     ORDER BY score DESC, created_at DESC, id
     LIMIT :limit

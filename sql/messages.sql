@@ -4,7 +4,7 @@
 -- unless the total had already reached the quota (NULL: no quota; the counter's row lock makes this
 -- hold under concurrency), then store the user's message and the reply, in that order. Each step reads
 -- the one before, so a missing chat or a refused charge writes nothing. One row: chat_found and
--- charged, and the stored reply (NULL columns when nothing was stored).
+-- charged, the user's message's id, and the stored reply (NULL columns when nothing was stored).
 WITH chat AS (
     UPDATE chats
     SET updated_at = now()
@@ -31,6 +31,7 @@ WITH chat AS (
     RETURNING id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at
 )
 SELECT EXISTS (SELECT FROM chat) AS chat_found, EXISTS (SELECT FROM charge) AS charged,
+       (SELECT id FROM pair WHERE role = 'user') AS user_message_id,
        reply.id, reply.seq, reply.chat_id, reply.user_id, reply.role, reply.content, reply.model,
        reply.prompt_tokens, reply.completion_tokens, reply.cost, reply.created_at
 FROM (SELECT) AS one

@@ -1,11 +1,13 @@
-"""A real local HTTP server that speaks OpenAI's Chat Completions API, with scripted answers and failures.
+"""A real local HTTP server that speaks OpenAI's Chat Completions and embeddings APIs, with scripted failures.
 
-Each request takes the next scripted behaviour (or the default): a reply (JSON, or SSE chunks when the
-request asks for a stream), an HTTP error, a hang, a malformed body or a dropped connection. The server
-records every request body and notices when a client goes away in the middle of a stream.
+Each request takes the next scripted behaviour (or the default: a reply, or vectors for /embeddings): a
+reply (JSON, or SSE chunks when the request asks for a stream), an HTTP error, a hang, a malformed body
+or a dropped connection. The server records every request body and notices when a client goes away in
+the middle of a stream.
 """
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -66,6 +68,44 @@ class Reply:
         except (BrokenPipeError, ConnectionResetError):
             handler.server.provider.disconnects += 1
             handler.close_connection = True
+
+
+# The fake embedding model's "meanings": words of one concept get near vectors, whatever else they share.
+CONCEPTS = (
+    ("cat", "cats", "kitten", "pet", "pets", "dog", "dogs", "puppy", "animal", "ada", "rex", "vet"),
+    ("sister", "brother", "mother", "father", "family", "lucia", "sibling"),
+    ("lisbon", "porto", "city", "moved", "move", "live", "lives", "home", "town"),
+    ("piano", "guitar", "music", "instrument", "play", "plays", "song"),
+)
+
+
+def concept_vector(text: str, model: str) -> list[float]:
+    """A deterministic vector: one axis per concept (how many of its words the text has), one for the rest.
+
+    Another model name permutes the axes, so vectors of two models do not match each other.
+    """
+    words = re.findall(r"[a-z]+", text.lower())
+    axes = [float(sum(word in concept for word in words)) for concept in CONCEPTS]
+    axes.append(0.1 + 0.01 * sum(not any(word in c for c in CONCEPTS) for word in words))
+    if model != "fake-embedder":
+        axes = axes[1:] + axes[:1]
+    return axes
+
+
+class Embeddings:
+    """Answer /embeddings with concept vectors (`dimensions` overrides their length, to break them)."""
+
+    def __init__(self, *, dimensions=None, delay=0.0):
+        self.dimensions, self.delay = dimensions, delay
+
+    def __call__(self, handler, body):
+        time.sleep(self.delay)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        vectors = [concept_vector(text, body.get("model", "")) for text in texts]
+        if self.dimensions is not None:
+            vectors = [(vector * self.dimensions)[:self.dimensions] for vector in vectors]
+        handler.send_json(200, {"object": "list", "model": body.get("model"), "data": [
+            {"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(vectors)]})
 
 
 class Status:
@@ -154,6 +194,7 @@ class FakeProvider:
 
     def __init__(self):
         self.default = Reply()
+        self.embeddings = Embeddings()  # the default answer of /embeddings
         self._script: deque = deque()
         self.requests: list[dict] = []
         self.disconnects = 0
@@ -203,7 +244,8 @@ class FakeProvider:
             self.requests.append({"path": path, "headers": headers, "body": body})
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            behaviour = self._script.popleft() if self._script else self.default
+            default = self.embeddings if path.rstrip("/").endswith("/embeddings") else self.default
+            behaviour = self._script.popleft() if self._script else default
         if self._gate is not None:
             self._gate.wait()
         self._open.wait(timeout=30)

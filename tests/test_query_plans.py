@@ -102,7 +102,7 @@ def test_recall_probes_the_message_index_with_the_user_and_the_words(database_ur
         conn.execute("SET enable_seqscan = off")
         plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql.memories.recall.sql, {
             "user_id": skewed["user_id"], "text": "what about my cat?", "window_chat_id": None,
-            "window_start_seq": None, "limit": 5}))
+            "window_start_seq": None, "limit": 5, "model": None, "embedding": None}))
     section = plan[plan.index("on messages_recall_idx"):]
     condition = section[section.index("Index Cond"):].splitlines()[0]
     assert "user_id" in condition and "search_vector" in condition, plan

@@ -132,7 +132,8 @@ def crowded(app_factory, db):
 
 def recall_plan(conn, user_id, text: str) -> str:
     """EXPLAIN (ANALYZE) of one recall, as the service plans it (per run, unprepared)."""
-    params = {"user_id": user_id, "text": text, "window_chat_id": None, "window_start_seq": None, "limit": 5}
+    params = {"user_id": user_id, "text": text, "window_chat_id": None, "window_start_seq": None, "limit": 5,
+              "model": None, "embedding": None}
     with psycopg.ClientCursor(conn) as cursor:
         cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql.memories.recall.sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())

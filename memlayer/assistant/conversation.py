@@ -12,6 +12,7 @@ from memlayer import config as settings
 from memlayer.assistant import quota
 from memlayer.assistant.catalog import ChatModel, chat_model
 from memlayer.memory.context import ContextSettings, assemble_context
+from memlayer.memory.embeddings import Vector, store_message_vector
 from memlayer.providers.replies import Reply
 from memlayer.storage.db import sql
 from memlayer.web.errors import NotFound
@@ -32,10 +33,15 @@ class Turn:
     model: ChatModel
     context: list[dict]
     quota: int | None
+    vector: Vector | None = None  # the message's embedding, stored with it when there is one
 
 
-def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config) -> Turn:
-    """Everything read before the model is asked: the chat (404) and its model (409), the quota (429), the context."""
+def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config,
+                 vector: Vector | None = None) -> Turn:
+    """Everything read before the model is asked: the chat (404) and its model (409), the quota (429), the context.
+
+    `vector` is the message's embedding (made before this transaction), the query of recall by meaning.
+    """
     now, monthly_quota = quota.utc_now(), config["MONTHLY_TOKEN_QUOTA"]
     row = sql.chats.chat_for_send(conn, user_id=user_id, chat_id=chat_id,
                                   default_model=settings.default_model(config), period=quota.period_of(now))
@@ -44,8 +50,9 @@ def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.
     model = chat_model(row, config)
     quota.check(row["tokens_used"], monthly_quota, now)
     context_settings = ContextSettings.from_config(config).within(model.context_window)
-    context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=context_settings)
-    return Turn(user_id, chat_id, content, model, context, monthly_quota)
+    context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=context_settings,
+                               vector=vector)
+    return Turn(user_id, chat_id, content, model, context, monthly_quota, vector)
 
 
 def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
@@ -64,4 +71,7 @@ def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
         raise chat_not_found()
     if not row.pop("charged"):
         raise quota.exceeded(turn.quota, now)
+    user_message_id = row.pop("user_message_id")
+    if turn.vector is not None:
+        store_message_vector(conn, user_id=turn.user_id, message_id=user_message_id, vector=turn.vector)
     return row

@@ -7,6 +7,7 @@ from flask_jwt_extended import jwt_required
 from psycopg.errors import UniqueViolation
 
 from memlayer.auth.tokens import current_user_id
+from memlayer.memory.embeddings import embed_memory, embed_quietly
 from memlayer.memory.recall import recall
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web.errors import Conflict, NotFound
@@ -66,9 +67,11 @@ def list_memories():
 def save_memory():
     """Keep a memory; with a key the user already uses, replace that memory's content instead (200)."""
     body = load_body(_create)
+    user_id = current_user_id()
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
-            memory = sql.memories.save_memory(conn, user_id=current_user_id(), key=body["key"], content=body["content"])
+            memory = sql.memories.save_memory(conn, user_id=user_id, key=body["key"], content=body["content"])
+    embed_memory(user_id, memory)
     return _memory.dump(memory), 201 if memory["created"] else 200
 
 
@@ -87,9 +90,10 @@ def delete_all_memories():
 def search():
     """The user's past messages and memories most relevant to ?q=, best first."""
     query = load_query(_search)
+    vector = embed_quietly(query["q"]) if query["q"].strip() else None  # no connection held meanwhile
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
-            items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"])
+            items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"], vector=vector)
     return jsonify(_recall_item.dump(items, many=True))
 
 
@@ -110,17 +114,19 @@ def get_memory(memory_id: UUID):
 def update_memory(memory_id: UUID):
     """Change a memory's content, key, or both."""
     body = load_body(_update)
+    user_id = current_user_id()
     try:
         for attempt in retrying():
             with attempt, get_pool().connection() as conn, conn.transaction():
                 memory = sql.memories.update_memory(
-                    conn, user_id=current_user_id(), memory_id=memory_id,
+                    conn, user_id=user_id, memory_id=memory_id,
                     content=body.get("content"), set_key="key" in body, key=body.get("key"),
                 )
     except UniqueViolation:
         raise Conflict("Another of your memories already has this key") from None
     if memory is None:
         raise memory_not_found()
+    embed_memory(user_id, memory)
     return _memory.dump(memory)
 
 

@@ -9,6 +9,7 @@ from memlayer.assistant.conversation import chat_not_found, prepare_turn, store_
 from memlayer.assistant.responders import responder_for
 from memlayer.assistant.streaming import event_stream, wants_event_stream
 from memlayer.auth.tokens import current_user_id
+from memlayer.memory.embeddings import embed_quietly
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web import idempotency
 from memlayer.web.pagination import cursor_seq, decode_cursor, page_params, page_response
@@ -55,9 +56,11 @@ def send_message(chat_id: UUID):
     if replay is not None:
         return replay
     with idempotency.released_on_failure(claim):
+        vector = embed_quietly(content)  # before any connection is borrowed: the provider may be slow
         for attempt in retrying():
             with attempt, get_pool().connection() as conn, conn.transaction():
-                turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content, config=current_app.config)
+                turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content,
+                                    config=current_app.config, vector=vector)
         # No connection is held while the model answers: that may take many seconds.
         responder = responder_for(turn.model.provider)
         if wants_event_stream():

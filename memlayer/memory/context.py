@@ -5,6 +5,7 @@ from uuid import UUID
 
 import psycopg
 
+from memlayer.memory.embeddings import Vector
 from memlayer.memory.recall import recall
 from memlayer.providers.token_count import MESSAGE_OVERHEAD_TOKENS, estimate_tokens, message_tokens
 from memlayer.storage.db import sql
@@ -43,7 +44,8 @@ class ContextSettings:
 
 
 def assemble_context(
-    conn: psycopg.Connection, *, user_id: UUID, chat_id: UUID, content: str, settings: ContextSettings
+    conn: psycopg.Connection, *, user_id: UUID, chat_id: UUID, content: str, settings: ContextSettings,
+    vector: Vector | None = None,
 ) -> list[dict]:
     """Everything the responder gets for a new message, as OpenAI-style [{role, content}].
 
@@ -56,7 +58,7 @@ def assemble_context(
         # first seq marks them as well as their 50 ids would, without sending (and matching) a uuid array.
         recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,
                           window_chat_id=chat_id if recent else None,
-                          window_start_seq=recent[-1]["seq"] if recent else None)
+                          window_start_seq=recent[-1]["seq"] if recent else None, vector=vector)
     return compose(settings, recalled=recalled, recent_newest_first=recent, content=content)
 
 
