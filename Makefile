@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-memory bench-slow-model bench-recall clean
+.PHONY: run test bench bench-memory bench-slow-model bench-recall bench-vectors clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -50,6 +50,10 @@ bench-slow-model: $(VENV)/.installed-bench
 # Recall quality on LoCoMo (../shared/data/locomo) through the real API, beside BM25 over the same texts (minutes).
 bench-recall: $(VENV)/.installed-bench
 	$(BIN)/python bench/recall.py $(BENCH_ARGS)
+
+# Recall with vectors on bench-memory's 1,000,000 messages: exact nearest neighbours vs HNSW iterative scans.
+bench-vectors: $(VENV)/.installed-bench
+	$(BIN)/python bench/vectors.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,7 +8,10 @@ real API (`memlayer serve`, no model configured) as that user's message "<speake
 " [shares a photo: <caption>]" when the turn has one). Every question with evidence, category 5
 (adversarial, no answer in the dialogue) left out, is asked of GET /memories/search?limit=50. The
 ranked message ids map back to the turns' dia_ids, and the same texts are ranked by rank_bm25 for the
-baseline. Prints recall@k and hit@k (k = 1, 5, 10, 25, 50) overall and per category, and writes
+baseline. Then the same again with embeddings on: a local OpenAI-compatible embeddings server
+(bench/embedding_server.py, all-MiniLM-L6-v2 from a PyPI package) started for the run, MemLayer
+configured to use it, and a dense-only ranking (cosine over the same model's vectors) beside it.
+Prints recall@k and hit@k (k = 1, 5, 10, 25, 50) overall and per category, and writes
 bench/results/recall-<date>.json.
 """
 
@@ -23,12 +26,15 @@ from datetime import date
 from pathlib import Path
 from urllib.parse import urlencode
 
+import numpy as np
 from rank_bm25 import BM25Okapi
 
+from embedding_server import MODEL_NAME, EmbeddingServer, MiniLM
 from harness import ROOT, Service, fresh_database, percentiles  # bench/ is on sys.path when run as a script
 from memlayer.storage.embedded import embedded_program
 
 DATABASE = "memlayer_bench_recall"
+SYSTEMS = ("MemLayer", "MemLayer + embeddings", "BM25", "MiniLM alone")
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo"
 KS = (1, 5, 10, 25, 50)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -154,50 +160,103 @@ def all_messages(service: Service, chat_id: str, token: str) -> list[dict]:
     return messages
 
 
-def main() -> None:
-    """Load every conversation, ask every question of both systems, print the table, write the results."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation files")
-    args = parser.parse_args()
+def ask_memlayer(service: Service, conversation: dict, token: str, dia_of: dict, scores: "Scores",
+                 latencies: list) -> None:
+    """Ask every question of GET /memories/search and score the ranking."""
+    for qa in conversation["questions"]:
+        began = time.perf_counter()
+        status, items = service.request(
+            "GET", "/memories/search?" + urlencode({"q": qa["question"], "limit": 50}), token=token)
+        latencies.append((time.perf_counter() - began) * 1000)
+        assert status == 200, (status, items)
+        scores.add(qa["category"], qa["evidence"], [dia_of.get(item["id"]) for item in items])
 
-    conversations = [load_conversation(path) for path in sorted(args.data.glob("*.json"))]
-    stopwords = english_stopwords()
-    systems = {"MemLayer": Scores(), "BM25": Scores()}
-    latencies = []
-    url = fresh_database(DATABASE)
-    service = Service(url)
-    started = time.monotonic()
+
+def run_memlayer(conversations: list[dict], database: str, env: dict | None = None) -> tuple["Scores", dict]:
+    """Load every conversation into a fresh `memlayer serve` and ask its questions; (scores, search latency)."""
+    scores, latencies = Scores(), []
+    service = Service(fresh_database(database), env)
     try:
         for conversation in conversations:
             token, dia_of = load_into_memlayer(service, conversation)
-            texts = {turn["dia_id"]: turn_text(turn) for _, _, turns in conversation["sessions"] for turn in turns}
-            order = list(texts)
-            bm25 = BM25Okapi([bm25_tokens(texts[dia_id], stopwords) for dia_id in order])
-            for qa in conversation["questions"]:
-                began = time.perf_counter()
-                status, items = service.request(
-                    "GET", "/memories/search?" + urlencode({"q": qa["question"], "limit": 50}), token=token)
-                latencies.append((time.perf_counter() - began) * 1000)
-                assert status == 200, (status, items)
-                systems["MemLayer"].add(qa["category"], qa["evidence"], [dia_of.get(item["id"]) for item in items])
-                scores = bm25.get_scores(bm25_tokens(qa["question"], stopwords))
-                ranked = sorted(range(len(order)), key=lambda i: -scores[i])[:50]
-                systems["BM25"].add(qa["category"], qa["evidence"], [order[i] for i in ranked])
-            print(f"{conversation['name']}: {len(dia_of)} turns, {len(conversation['questions'])} questions", flush=True)
+            ask_memlayer(service, conversation, token, dia_of, scores, latencies)
+            print(f"  {conversation['name']}: {len(dia_of)} turns, {len(conversation['questions'])} questions", flush=True)
     finally:
         service.stop()
+    return scores, percentiles(latencies)
+
+
+def run_baselines(conversations: list[dict], model: MiniLM) -> tuple["Scores", "Scores"]:
+    """BM25 and the embedding model alone, over the same texts and questions."""
+    stopwords = english_stopwords()
+    bm25_scores, dense_scores = Scores(), Scores()
+    for conversation in conversations:
+        texts = {turn["dia_id"]: turn_text(turn) for _, _, turns in conversation["sessions"] for turn in turns}
+        order = list(texts)
+        bm25 = BM25Okapi([bm25_tokens(texts[dia_id], stopwords) for dia_id in order])
+        vectors = model.embed([texts[dia_id] for dia_id in order])
+        questions = model.embed([qa["question"] for qa in conversation["questions"]])
+        for qa, question in zip(conversation["questions"], questions):
+            lexical = bm25.get_scores(bm25_tokens(qa["question"], stopwords))
+            bm25_scores.add(qa["category"], qa["evidence"], [order[i] for i in np.argsort(-lexical, kind="stable")[:50]])
+            dense = vectors @ question
+            dense_scores.add(qa["category"], qa["evidence"], [order[i] for i in np.argsort(-dense, kind="stable")[:50]])
+    return bm25_scores, dense_scores
+
+
+def main() -> None:
+    """Load every conversation, ask every question of every system, print the tables, write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation files")
+    parser.add_argument("--lexical-only", action="store_true", help="skip the runs with embeddings")
+    args = parser.parse_args()
+
+    started = time.monotonic()
+    conversations = [load_conversation(path) for path in sorted(args.data.glob("*.json"))]
+    systems, timings = {}, {}
+    print("MemLayer, no model configured:", flush=True)
+    systems["MemLayer"], timings["MemLayer"] = run_memlayer(conversations, DATABASE)
+    model = MiniLM()
+    if not args.lexical_only:
+        server = EmbeddingServer(model)
+        print(f"MemLayer with embeddings ({MODEL_NAME} at {server.base_url}):", flush=True)
+        try:
+            env = {"MEMLAYER_EMBEDDING_MODEL": MODEL_NAME, "MEMLAYER_EMBEDDING_BASE_URL": server.base_url,
+                   "MEMLAYER_EMBEDDING_TIMEOUT": "10"}
+            systems["MemLayer + embeddings"], timings["MemLayer + embeddings"] = run_memlayer(
+                conversations, DATABASE + "_vectors", env)
+            timings["embedding a question"] = embedding_latency(model, conversations)
+        finally:
+            server.stop()
+    systems["BM25"], dense = run_baselines(conversations, model)
+    if not args.lexical_only:
+        systems["MiniLM alone"] = dense
     tables = {name: scores.table() for name, scores in systems.items()}
     print_tables(tables)
-    timing = percentiles(latencies)
-    print(f"\nGET /memories/search: p50 {timing['p50_ms']} ms, p99 {timing['p99_ms']} ms over {timing['n']} questions "
-          f"({time.monotonic() - started:.0f} s in all)")
+    print()
+    for name, timing in timings.items():
+        what = "GET /memories/search" if name != "embedding a question" else "embedding a question (in-process)"
+        print(f"{what}, {name}: p50 {timing['p50_ms']} ms, p99 {timing['p99_ms']} ms over {timing['n']}")
+    print(f"({time.monotonic() - started:.0f} s in all)")
     out = ROOT / "bench" / "results" / f"recall-{date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "conversations": [c["name"] for c in conversations], "systems": tables, "search_latency": timing,
+        "conversations": [c["name"] for c in conversations], "embedding_model": MODEL_NAME,
+        "systems": tables, "latency": timings,
     }, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
+
+
+def embedding_latency(model: MiniLM, conversations: list[dict]) -> dict:
+    """How long the model takes for one question, as a send's or a search's embedding call pays it."""
+    samples = []
+    for conversation in conversations:
+        for qa in conversation["questions"][:20]:
+            began = time.perf_counter()
+            model.embed([qa["question"]])
+            samples.append((time.perf_counter() - began) * 1000)
+    return percentiles(samples)
 
 
 def print_tables(tables: dict) -> None:

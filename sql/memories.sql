@@ -85,7 +85,8 @@ WHERE user_id = :user_id;
 --     terms still count in the score of every candidate. With a vector (:embedding, pgvector's text
 --     form, of model :model), the user's 50 nearest items by meaning are candidates too;
 --  3. score: BM25 (k1 1.2, b 0.75); with a vector, BM25 divided by the best candidate's BM25, plus
---     the cosine similarity (vectors of other models are never compared: such items count lexically);
+--     0.8 times the cosine similarity, so an exact match of the words still leads a paraphrase (vectors
+--     of other models are never compared: such items count lexically);
 --  4. context: the 30 best message candidates lend 0.3 of their score to the user's message just
 --     before and just after them in the same chat (an answer is often the turn next to the words of
 --     the question); without a vector a neighbour is recalled only when it shares a term with the text;
@@ -158,7 +159,7 @@ WITH query_terms AS (
     SELECT l.*, l.relevance > 0 AS matched,
            CASE WHEN :embedding::text IS NULL THEN l.relevance
                 ELSE l.relevance / coalesce(nullif((SELECT max(relevance) FROM lexical), 0), 1)
-                     + coalesce(s.similarity, 0)
+                     + 0.8 * coalesce(s.similarity, 0)
            END AS score
     FROM lexical AS l
     LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM lexical)) AS s
@@ -193,7 +194,7 @@ WITH query_terms AS (
     SELECT n.*, n.relevance > 0 AS matched,
            CASE WHEN :embedding::text IS NULL THEN n.relevance
                 ELSE n.relevance / coalesce(nullif((SELECT max(relevance) FROM lexical), 0), 1)
-                     + coalesce(s.similarity, 0)
+                     + 0.8 * coalesce(s.similarity, 0)
            END AS score
     FROM neighbours AS n
     LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM neighbours)) AS s

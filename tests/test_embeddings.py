@@ -93,7 +93,7 @@ def test_a_changed_memory_is_recalled_by_its_new_meaning(eclient, user, db):
 
     # The old vector went with the old words: the memory is now only as near to "town" as anything unrelated.
     assert all(item["score"] < 0.1 for item in search(eclient, user, "which town is home?"))
-    assert search(eclient, user, "any instrument?")[0]["score"] > 0.9
+    assert search(eclient, user, "any instrument?")[0]["score"] > 0.7
     assert vector_count(db) == 1
 
 

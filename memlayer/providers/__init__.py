@@ -1,1 +1,1 @@
-"""Providers: HTTP clients of model servers (OpenAI-compatible chat completions) and the replies they return."""
+"""Providers: HTTP clients of model servers (OpenAI-compatible chat completions and embeddings) and what they return."""
