@@ -162,8 +162,7 @@ WITH query_terms AS (
                      + 0.8 * coalesce(s.similarity, 0)
            END AS score
     FROM lexical AS l
-    LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM lexical)) AS s
-           ON s.item_id = l.id
+    LEFT JOIN LATERAL recall_similarity(:user_id, :model, :embedding, l.id) AS s ON true
 ), lenders AS (
     SELECT chat_id, seq, score
     FROM scored
@@ -197,8 +196,7 @@ WITH query_terms AS (
                      + 0.8 * coalesce(s.similarity, 0)
            END AS score
     FROM neighbours AS n
-    LEFT JOIN recall_similarity(:user_id, :model, :embedding, (SELECT array_agg(id) FROM neighbours)) AS s
-           ON s.item_id = n.id
+    LEFT JOIN LATERAL recall_similarity(:user_id, :model, :embedding, n.id) AS s ON true
 ), pooled AS (
     SELECT source, id, chat_id, content, created_at, as_of, matched, score, 0::float8 AS lent
     FROM scored

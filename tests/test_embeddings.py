@@ -247,3 +247,33 @@ def test_an_exact_word_match_still_leads_with_embeddings_on(eclient, user, chat)
     send(eclient, user, chat["id"], "the piano tuner came by")
 
     assert contents(search(eclient, user, "piano tuner"))[0] == "the piano tuner came by"
+
+
+def test_nearest_neighbours_read_the_sign_bits_first_and_rank_exactly(needs_vectors, app_factory, db):
+    app_factory()  # an empty database
+    user_id = db.execute("INSERT INTO users (email, password_hash) VALUES ('many@example.com', 'x') RETURNING id"
+                         ).fetchone()[0]
+    chat_id = db.execute("INSERT INTO chats (user_id, title) VALUES (%s, 'c') RETURNING id", [user_id]).fetchone()[0]
+    db.execute("SELECT setseed(0.42)")  # the same vectors every run
+    db.execute("""
+        WITH m AS (INSERT INTO messages (chat_id, user_id, role, content)
+                   SELECT %(c)s, %(u)s, 'user', 'text ' || n FROM generate_series(1, 3000) AS n RETURNING id, seq)
+        INSERT INTO embeddings (user_id, message_id, model, embedding)
+        SELECT %(u)s, m.id, 'm', (SELECT array_agg(random() - 0.5) FROM generate_series(1, 384 + 0 * (m.seq %% 1)))::vector
+        FROM m
+    """, {"c": chat_id, "u": user_id})
+    db.execute("VACUUM ANALYZE embeddings")
+    query = "[" + ",".join(["0.3", "-0.2", "0.1"] * 128) + "]"
+
+    with db.transaction():
+        db.execute("SET LOCAL enable_seqscan = off")  # one user's table is small enough to make a scan cheapest
+        plan = "\n".join(row[0] for row in db.execute(
+            "EXPLAIN SELECT * FROM recall_nearest(%s, 'm', %s, 5)", [user_id, query]))
+    first_pass = plan[plan.index("Sort Key: (((c.bits)"):]
+    assert "Index Only Scan using embeddings_user_model_idx" in first_pass, plan  # bits, not 3,000 full rows
+
+    found = db.execute("SELECT item_id, similarity FROM recall_nearest(%s, 'm', %s, 5)", [user_id, query]).fetchall()
+    exact = db.execute("SELECT item_id, 1 - (embedding <=> %s::vector) FROM embeddings WHERE user_id = %s "
+                       "ORDER BY embedding <=> %s::vector LIMIT 5", [query, user_id, query]).fetchall()
+    assert [round(s, 9) for _, s in found] == sorted((round(s, 9) for _, s in found), reverse=True)  # exact order
+    assert len(set(found) & set(exact)) >= 4  # the sign bits keep (nearly) every true neighbour in the first pass
