@@ -157,6 +157,8 @@ def test_bad_tokens_are_401(client, app, user, snapshot):
         body = assert_json_error(response, 401)
         assert "WWW-Authenticate" in response.headers, name
         assert "msg" not in body, name
+        if name == "expired":  # a frontend showing the detail tells its user what to do
+            assert body["detail"] == "Token has expired; log in again or refresh"
     assert snapshot() == before
 
 
@@ -184,3 +186,18 @@ def test_unencodable_text_reaching_the_database_is_422(client, user, chat, monke
     response = client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=user["headers"])
     assert_json_error(response, 422)
     assert snapshot() == before
+
+
+def test_a_validation_error_says_why_in_its_detail(client):
+    response = client.post("/auth/register", json={"email": "short@example.com", "password": "short"})
+    body = assert_json_error(response, 422)
+    assert body["detail"] == "Invalid input: password: Length must be between 8 and 1024."
+    assert body["errors"] == {"password": ["Length must be between 8 and 1024."]}
+
+    response = client.post("/auth/register", json={"email": "nope", "password": "short", "extra": 1})
+    detail = assert_json_error(response, 422)["detail"]
+    assert detail.startswith("Invalid input: email: ") and detail.endswith("(also: extra, password)")
+
+    many = {f"key{n:05d}": n for n in range(5000)}
+    detail = assert_json_error(client.post("/auth/login", json=many), 422)["detail"]
+    assert len(detail) < 300 and "more)" in detail  # the names of 5,000 unknown keys are not all repeated

@@ -104,7 +104,7 @@ def _invalid_token(reason: str):
 
 @jwt.expired_token_loader
 def _expired_token(jwt_header: dict, jwt_payload: dict):
-    return _unauthorized("Token has expired")
+    return _unauthorized("Token has expired; log in again or refresh")
 
 
 @jwt.revoked_token_loader

@@ -112,11 +112,33 @@ def handle_http_exception(error: HTTPException):
     return error_response(status, detail, headers)
 
 
+MAX_FIELDS_NAMED = 10  # a body of thousands of unknown keys gets a detail of bounded length
+
+
 def handle_validation_error(error: ValidationError):
-    """Answer marshmallow failures with 422, naming the fields."""
+    """Answer marshmallow failures with 422: the first field's reason, then the other fields' names."""
     messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-    fields = ", ".join(sorted(messages))
-    return error_response(422, f"Invalid input: {fields}", errors=messages)
+    fields = sorted(messages)
+    detail = f"Invalid input: {fields[0]}: {first_reason(messages[fields[0]])}"
+    others = fields[1:]
+    if others:
+        named = ", ".join(others[:MAX_FIELDS_NAMED])
+        more = f" and {len(others) - MAX_FIELDS_NAMED} more" if len(others) > MAX_FIELDS_NAMED else ""
+        detail += f" (also: {named}{more})"
+    return error_response(422, detail, errors=messages)
+
+
+def first_reason(message) -> str:
+    """The first human-readable reason in a marshmallow message (a string, or lists and dicts of them)."""
+    while not isinstance(message, str):
+        if isinstance(message, dict) and message:
+            key = sorted(message, key=str)[0]
+            message = message[key]
+        elif isinstance(message, (list, tuple)) and message:
+            message = message[0]
+        else:
+            return "invalid"
+    return message
 
 
 def handle_pool_timeout(error: PoolTimeout):
