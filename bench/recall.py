@@ -146,18 +146,17 @@ def load_into_memlayer(service: Service, conversation: dict) -> tuple[str, dict]
 
 
 def all_messages(service: Service, chat_id: str, token: str) -> list[dict]:
-    """Every message of a chat, oldest first, page by page (the cursor of each next page from the last seen)."""
-    messages, path = [], f"/chats/{chat_id}/messages?limit=200"
+    """Every message of a chat, oldest first: the latest page, then rel="prev" back to the first."""
+    pages, path = [], f"/chats/{chat_id}/messages?limit=200"
     while path:
         status, page = service.request("GET", path, token=token)
         assert status == 200, (status, page)
-        messages.extend(page)
-        link = service.last_headers.get("Link", "")
-        match = re.search(r'<([^>]+)>;\s*rel="next"', link)
+        pages.append(page)
+        match = re.search(r'<([^>]+)>;\s*rel="prev"', service.last_headers.get("Link", ""))
         path = match.group(1) if match else None
         if path and path.startswith("http"):
             path = "/" + path.split("/", 3)[3]
-    return messages
+    return [message for page in reversed(pages) for message in page]
 
 
 def ask_memlayer(service: Service, conversation: dict, token: str, dia_of: dict, scores: "Scores",

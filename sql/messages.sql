@@ -49,6 +49,25 @@ WHERE chat_id = :chat_id
 ORDER BY seq
 LIMIT :limit;
 
+-- name: messages_before(user_id, chat_id, before_seq, limit)
+-- A page of a live chat's messages of this user, newest first, before a position (the latest ones for
+-- the largest bigint); ownership checked once, as in list_messages, so the index is read backwards.
+SELECT id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at
+FROM messages
+WHERE chat_id = :chat_id
+  AND seq < :before_seq
+  AND EXISTS (SELECT 1 FROM chats WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: message_seq(user_id, chat_id, message_id)$
+-- Where one message of the user's live chat stands (NULL when it is not there): the position that
+-- ?after= and ?before= name by the message's id.
+SELECT m.seq
+FROM messages AS m
+JOIN chats AS c ON c.id = m.chat_id
+WHERE m.id = :message_id AND m.chat_id = :chat_id AND c.user_id = :user_id AND c.deleted_at IS NULL;
+
 -- name: recent_messages(user_id, chat_id, limit)
 -- A live chat's latest messages, newest first (candidates for the responder's recent window);
 -- ownership checked once, as in list_messages.

@@ -76,6 +76,12 @@ def test_a_page_of_a_big_chat_reads_the_index_in_order(database_url, skewed):
     assert_ordered_scan(plan, "messages_chat_seq_idx")
 
 
+def test_the_latest_page_of_a_big_chat_reads_the_index_backwards(database_url, skewed):
+    plan = generic_plan(database_url, sql.messages.messages_before, before_seq=2**63 - 1, limit=51, **skewed)
+    assert "Index Scan Backward using messages_chat_seq_idx" in plan
+    assert_ordered_scan(plan, "messages_chat_seq_idx")
+
+
 def test_the_recent_window_of_a_big_chat_reads_the_index_backwards(database_url, skewed):
     plan = generic_plan(database_url, sql.messages.recent_messages, limit=50, **skewed)
     assert "Index Scan Backward using messages_chat_seq_idx" in plan

@@ -75,8 +75,8 @@ class Server:
             time.sleep(0.2)
         raise AssertionError("server did not become healthy")
 
-    def interrupt(self, timeout=40) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, timeout=40, signum=signal.SIGINT) -> tuple[int, str]:
+        self.process.send_signal(signum)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -143,3 +143,31 @@ def test_serve_on_embedded_postgres_keeps_data_between_runs(tmp_path):
         code, output = second.interrupt()
     assert code == 0, output
     assert not (pgdata / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize("kind", ["keep-alive", "half-closed", "silent"])
+def test_stop_does_not_wait_for_idle_connections(database_url, kind, stop):
+    """Ctrl-C ends the server within seconds whatever idle sockets browsers leave: answered and kept alive,
+    half-closed by the client after its answer (CLOSE-WAIT on our side), or opened ahead and never used."""
+    server = Server({"MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_LLM_TIMEOUT": "60"}, workers=1)
+    sockets = []
+    try:
+        server.wait_ready()
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            if kind != "silent":
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            if kind == "half-closed":
+                sock.shutdown(socket.SHUT_WR)
+            sockets.append(sock)
+        time.sleep(0.5)
+        started = time.monotonic()
+    finally:
+        code, output = server.interrupt(timeout=40, signum=stop)
+        for sock in sockets:
+            sock.close()
+    # The graceful timeout (model timeout + 15 s = 75 s) is for requests in flight, not for idle sockets.
+    assert time.monotonic() - started < 8, output
+    assert code == 0 and "SIGKILL" not in output, output

@@ -12,7 +12,8 @@ from memlayer.auth.tokens import current_user_id
 from memlayer.memory.embeddings import embed_quietly
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web import idempotency
-from memlayer.web.pagination import cursor_seq, decode_cursor, page_params, page_response
+from memlayer.web.errors import ApiError
+from memlayer.web.pagination import cursor_seq, decode_cursor, linked_page, message_page_params
 from memlayer.web.schemas import MessageCreateSchema, MessageSchema, load_body
 
 bp = Blueprint("messages", __name__, url_prefix="/chats")
@@ -21,26 +22,48 @@ _message = MessageSchema()
 _create = MessageCreateSchema()
 
 
-def _position(message: dict) -> list:
-    return [message["seq"]]
-
-
 @bp.get("/<uuid:chat_id>/messages")
 @jwt_required()
 def list_messages(chat_id: UUID):
-    """A chat's messages, oldest first, one page at a time."""
-    page = page_params()
-    after_seq = decode_cursor(page["cursor"], cursor_seq)[0] if page["cursor"] else 0
-    user_id = current_user_id()
+    """A page of a chat's messages, oldest first within it: the latest by default, or before or after a message."""
+    query = message_page_params()
+    user_id, limit = current_user_id(), query["limit"]
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
-            rows = list(sql.messages.list_messages(
-                conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq, limit=page["limit"] + 1
-            ))
-            # The query only returns rows of the user's live chat; an empty page may still be a 404.
-            if not rows and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+            if query["after"] is not None or query["cursor"] is not None:
+                after_seq = (position_of(conn, user_id, chat_id, query["after"]) if query["after"] is not None
+                             else decode_cursor(query["cursor"], cursor_seq)[0])
+                rows = list(sql.messages.list_messages(conn, user_id=user_id, chat_id=chat_id, after_seq=after_seq,
+                                                       limit=limit + 1))
+                page, more_after, more_before = rows[:limit], len(rows) > limit, after_seq > 0
+            else:
+                before_seq = (position_of(conn, user_id, chat_id, query["before"]) if query["before"] is not None
+                              else LATEST)
+                rows = list(sql.messages.messages_before(conn, user_id=user_id, chat_id=chat_id,
+                                                         before_seq=before_seq, limit=limit + 1))
+                page, more_before, more_after = rows[:limit][::-1], len(rows) > limit, before_seq != LATEST
+            # The queries only return rows of the user's live chat; an empty page may still be a 404.
+            if not page and sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
                 raise chat_not_found()
-    return page_response(rows, page["limit"], _message, _position)
+    links = {}
+    if page and more_before:
+        links["prev"] = {"limit": limit, "before": page[0]["id"]}
+    if page and more_after:
+        links["next"] = {"limit": limit, "after": page[-1]["id"]}
+    return linked_page(page, _message, links)
+
+
+LATEST = 2**63 - 1  # before every message: the default page is the chat's latest
+
+
+def position_of(conn, user_id: UUID, chat_id: UUID, message_id: UUID) -> int:
+    """The position of a message named by ?before= or ?after=; 422 when it is not in this chat."""
+    seq = sql.messages.message_seq(conn, user_id=user_id, chat_id=chat_id, message_id=message_id)
+    if seq is None:
+        if sql.chats.get_chat(conn, user_id=user_id, chat_id=chat_id) is None:
+            raise chat_not_found()
+        raise ApiError("No such message in this chat to page from", status=422)
+    return seq
 
 
 @bp.post("/<uuid:chat_id>/messages")

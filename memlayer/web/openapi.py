@@ -44,7 +44,8 @@ OPERATIONS: dict[str, Operation] = {
     "chats.get_chat": Operation("chats", 200, schemas.ChatSchema, errors=(404,)),
     "chats.update_chat": Operation("chats", 200, schemas.ChatSchema, body=schemas.ChatUpdateSchema, errors=(404, 422)),
     "chats.delete_chat": Operation("chats", 204, errors=(404,)),
-    "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,)),
+    "messages.list_messages": Operation("messages", 200, schemas.MessageSchema, many=True, paginated=True, errors=(404,),
+                                        query=schemas.MessagePageQuerySchema),
     "messages.send_message": Operation("messages", 201, schemas.MessageSchema, body=schemas.MessageCreateSchema,
                                        errors=(404, 409, 429, 502, 504), event_stream=True, idempotent=True),
     "models.list_models": Operation("models", 200, schemas.ModelSchema, many=True),
@@ -122,7 +123,7 @@ def _describe(rule, view, operation: Operation) -> dict:
         {"in": "path", "name": name, "required": True, "schema": {"type": "string", "format": "uuid"}}
         for name in rule.arguments
     ]
-    if operation.paginated:
+    if operation.paginated and operation.query is None:
         parameters.append({"in": "query", "schema": schemas.PageQuerySchema})
     if operation.query is not None:
         parameters.append({"in": "query", "schema": operation.query})
@@ -145,7 +146,9 @@ def _describe(rule, view, operation: Operation) -> dict:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     if operation.paginated:
         success["headers"] = {
-            "Link": {"description": 'URL of the next page as <...>; rel="next", absent on the last page',
+            "Link": {"description": 'URLs of the neighbouring pages: <...>; rel="next" (newer messages, or the '
+                                    'next page of a list), and on message pages <...>; rel="prev" (older '
+                                    'messages); each absent when there is no such page',
                      "schema": {"type": "string"}}
         }
     described["responses"][str(operation.status)] = success

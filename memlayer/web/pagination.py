@@ -1,4 +1,4 @@
-"""Keyset pagination: opaque cursors, limit+1 fetches, and the Link: rel="next" header."""
+"""Keyset pagination: opaque cursors, limit+1 fetches, and Link headers (rel="next", rel="prev")."""
 
 import base64
 import binascii
@@ -11,9 +11,10 @@ from flask import jsonify, request, url_for
 from marshmallow import Schema
 
 from memlayer.web.errors import ApiError
-from memlayer.web.schemas import PageQuerySchema, load_query
+from memlayer.web.schemas import MessagePageQuerySchema, PageQuerySchema, load_query
 
 _page_query = PageQuerySchema()
+_message_page_query = MessagePageQuerySchema()
 
 
 def encode_cursor(position: list) -> str:
@@ -68,6 +69,21 @@ def cursor_seq(value: object) -> int:
 def page_params() -> dict:
     """The validated ?limit= and ?cursor= of the current request."""
     return load_query(_page_query)
+
+
+def message_page_params() -> dict:
+    """The validated ?limit=, and at most one of ?before=, ?after= (message ids) and ?cursor=, of the request."""
+    return load_query(_message_page_query)
+
+
+def linked_page(page: list[dict], schema: Schema, links: dict[str, dict]):
+    """Answer a bare JSON array with a Link header: rel -> the query parameters of that page of this endpoint."""
+    response = jsonify(schema.dump(page, many=True))
+    if links:
+        response.headers["Link"] = ", ".join(
+            f'<{url_for(request.endpoint, **(request.view_args or {}), **params)}>; rel="{rel}"'
+            for rel, params in links.items())
+    return response
 
 
 def page_response(rows: list[dict], limit: int, schema: Schema, position_of: Callable[[dict], list]):

@@ -119,6 +119,23 @@ class PageQuerySchema(Schema):
         return data
 
 
+class MessagePageQuerySchema(PageQuerySchema):
+    """Query string of GET /chats/{id}/messages: the latest page by default, or the page before or after a message."""
+
+    before = fields.UUID(load_default=None, metadata={
+        "description": "The page of messages just before this message's id (what rel=\"prev\" links to)."})
+    after = fields.UUID(load_default=None, metadata={
+        "description": "The messages just after this message's id, oldest first: to walk forward or to sync "
+                       "the messages sent since the last one a client has."})
+
+    @validates_schema
+    def one_position(self, data, **kwargs):
+        given = [name for name in ("before", "after", "cursor") if data.get(name) is not None]
+        if len(given) > 1:
+            raise ValidationError(f"give at most one of before, after and cursor, not {' and '.join(given)}",
+                                  field_name="_schema")
+
+
 class MemoryCreateSchema(Schema):
     """Body of POST /memories: with a key, an existing memory under that key is replaced."""
 
