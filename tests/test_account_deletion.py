@@ -1,8 +1,10 @@
 """DELETE /auth/me erases the user everywhere, in one transaction, and ends every session."""
 
+import pytest
 from psycopg import sql as pgsql
 
 from conftest import bearer, new_chat, new_user, register, send
+from memlayer.storage.db import sql
 
 
 def tables_with_user_rows(db) -> dict[str, str]:
@@ -100,3 +102,37 @@ def test_a_failure_midway_deletes_nothing(client, db):
     assert response.status_code == 500
     assert rows_of(db, user["id"]) == before
     assert client.get("/auth/me", headers=user["headers"]).status_code == 200
+
+
+def vanishing_mid_request(monkeypatch, db, user_id, query: str) -> None:
+    """Make the named query (`resource.name` of sql/) run just after the account was deleted.
+
+    The token check has passed by then, as in a real race with DELETE /auth/me from another client.
+    """
+    resource, name = query.split(".")
+    queries = getattr(sql, resource)
+    original = getattr(queries, name)
+
+    def after_the_delete(*args, **kwargs):
+        db.execute("DELETE FROM users WHERE id = %s", [user_id])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(queries, name, after_the_delete)
+
+
+@pytest.mark.parametrize("target, method, path, body, headers", [
+    ("chats.create_chat", "post", "/chats", {"title": "t"}, {}),
+    ("chats.create_chat", "post", "/chats", {"title": "t"}, {"Idempotency-Key": "k"}),
+    ("memories.save_memory", "post", "/memories", {"content": "c"}, {}),
+    ("tokens.revoke_token", "post", "/auth/logout", None, {}),
+], ids=["create chat", "create chat, idempotent", "save memory", "logout"])
+def test_a_write_racing_the_account_deletion_is_401_and_leaves_nothing(client, db, monkeypatch, target, method, path,
+                                                                         body, headers):
+    user = new_user(client)
+    user_id = client.get("/auth/me", headers=user["headers"]).get_json()["id"]
+    vanishing_mid_request(monkeypatch, db, user_id, target)
+
+    response = getattr(client, method)(path, json=body, headers={**user["headers"], **headers})
+
+    assert response.status_code == 401 and response.get_json()["detail"] == "Your account no longer exists"
+    assert rows_of(db, user_id) == {table: 0 for table in tables_with_user_rows(db)}

@@ -153,6 +153,15 @@ def handle_operational_error(error: psycopg.OperationalError):
     return handle_api_error(ServiceUnavailable("Database unavailable, please retry"))
 
 
+def handle_foreign_key_violation(error: pgerrors.ForeignKeyViolation):
+    """A write lost a race with a delete: its user's account (401) or a row it points at (409) just went."""
+    constraint = error.diag.constraint_name or ""
+    logger.info("foreign key violation on %s", constraint)
+    if constraint.endswith("_user_id_fkey"):
+        return error_response(401, "Your account no longer exists")
+    return error_response(409, "Something this request refers to was deleted meanwhile")
+
+
 def handle_unique_violation(error: pgerrors.UniqueViolation):
     """A concurrent write won the race for a unique value."""
     logger.info("unique violation on %s", error.diag.constraint_name)
@@ -185,6 +194,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(PoolTimeout, handle_pool_timeout)
     app.register_error_handler(psycopg.OperationalError, handle_operational_error)
     app.register_error_handler(pgerrors.UniqueViolation, handle_unique_violation)
+    app.register_error_handler(pgerrors.ForeignKeyViolation, handle_foreign_key_violation)
     app.register_error_handler(psycopg.DataError, handle_data_error)
     app.register_error_handler(UnicodeError, handle_unicode_error)
     app.register_error_handler(Exception, handle_unexpected)
