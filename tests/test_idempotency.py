@@ -4,9 +4,11 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from conftest import RecordingResponder, count_rows, install_responder, new_user
+from memlayer.storage.db import sql
 from memlayer.web.errors import ProviderFailed
 
 
@@ -103,6 +105,24 @@ def test_a_failed_request_gives_its_key_back_for_the_retry(app, client, user, ch
     assert count_rows(db, "idempotency_keys") == 0
     assert client.post(url, json={"content": "hi"}, headers=keyed(user)).status_code == 201
     assert len(responder.inputs) == 2 and count_rows(db, "messages") == 2
+
+
+def test_a_key_is_given_back_even_when_the_pool_lends_a_dead_connection(app, client, user, chat, db, monkeypatch):
+    install_responder(app, FailingOnceResponder())
+    original, calls = sql.idempotency.release_key, []
+
+    def dead_then_working(conn, **params):
+        calls.append(conn)
+        if len(calls) == 1:  # the pooled connection died in the database fault that failed the request
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return original(conn, **params)
+
+    monkeypatch.setattr(sql.idempotency, "release_key", dead_then_working)
+    url = f"/chats/{chat['id']}/messages"
+    assert client.post(url, json={"content": "hi"}, headers=keyed(user)).status_code == 502
+
+    assert len(calls) == 2 and count_rows(db, "idempotency_keys") == 0  # released on a fresh connection
+    assert client.post(url, json={"content": "hi"}, headers=keyed(user)).status_code == 201  # not a 409
 
 
 def test_the_key_is_recorded_in_the_same_transaction_as_the_writes(app, client, user, chat, db, monkeypatch):

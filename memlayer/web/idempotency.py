@@ -9,6 +9,7 @@ until its lease runs out, and the claim token makes sure only one request ever r
 import hashlib
 import json
 import logging
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 TTL_SECONDS = 24 * 60 * 60
+CONNECT_TIMEOUT_SECONDS = 5
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -112,16 +114,34 @@ def released_on_failure(claim: Claim | None) -> Iterator[None]:
         raise
 
 
+RELEASE_ATTEMPTS = 3  # after a database fault: the pooled try, then fresh connections
+RELEASE_PAUSE_SECONDS = 0.2
+
+
 def release(claim: Claim | None) -> None:
-    """Give the claim back (its own transaction); if the database is gone, the lease frees the key later."""
+    """Give the claim back (its own transaction), so that a retry with the key runs again at once.
+
+    After a database fault the pool may lend another dead connection: then each further try opens a fresh
+    one, a few times with a short pause. Only if all fail does the key wait for its lease to end.
+    """
     if claim is None:
         return
-    try:
-        for attempt in retrying():
-            with attempt, get_pool().connection() as conn, conn.transaction():
-                sql.idempotency.release_key(conn, user_id=claim.user_id, key=claim.key, claim_token=claim.token)
-    except (psycopg.Error, PoolTimeout):
-        logger.warning("could not release an idempotency key; it frees itself when its lease ends", exc_info=True)
+    params = {"user_id": claim.user_id, "key": claim.key, "claim_token": claim.token}
+    for attempt in range(RELEASE_ATTEMPTS):
+        try:
+            if attempt == 0:
+                with get_pool().connection() as conn, conn.transaction():
+                    sql.idempotency.release_key(conn, **params)
+            else:
+                time.sleep(RELEASE_PAUSE_SECONDS * attempt)
+                with psycopg.connect(current_app.config["DATABASE_URL"], autocommit=True,
+                                     connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn, conn.transaction():
+                    sql.idempotency.release_key(conn, **params)
+            return
+        except (psycopg.Error, PoolTimeout) as error:
+            logger.warning("could not release an idempotency key (%s, try %d of %d)",
+                           type(error).__name__, attempt + 1, RELEASE_ATTEMPTS)
+    logger.warning("idempotency key left claimed; it frees itself when its lease ends")
 
 
 def _replay(status: int, body: str) -> Response:
