@@ -1,5 +1,7 @@
 """MemLayer: a chat-and-memory backend for LLM assistants (Flask app factory)."""
 
+import json
+
 from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
@@ -37,10 +39,23 @@ class JSONRequest(Request):
     """Flask's request, except that a body that is not JSON says why (Flask hides it outside debug mode)."""
 
     def on_json_loading_failed(self, e: ValueError | None):
-        """400 naming the problem: a syntax error's position, or too deep a nesting (never the body itself)."""
+        """400 naming the problem in our words: where the syntax breaks, or what is wrong (never the body itself)."""
         if e is None:
             return super().on_json_loading_failed(e)
-        raise BadRequest(f"Malformed JSON body: {e}")
+        raise BadRequest(f"Malformed JSON body: {json_problem(e)}")
+
+
+def json_problem(error: ValueError) -> str:
+    """What is wrong with a body that would not parse, said plainly rather than in the parser's words."""
+    if isinstance(error, UnicodeDecodeError):
+        return "the body is not UTF-8 text"
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg.lower()} at line {error.lineno}, column {error.colno}"
+    if "digits" in str(error):  # int() refuses numbers of more than 4,300 digits
+        return "a number has too many digits"
+    if str(error) == "JSON nested too deeply":
+        return "nested too deeply"
+    return "not valid JSON"
 
 
 def json_depth(value) -> int:

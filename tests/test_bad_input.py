@@ -201,3 +201,13 @@ def test_a_validation_error_says_why_in_its_detail(client):
     many = {f"key{n:05d}": n for n in range(5000)}
     detail = assert_json_error(client.post("/auth/login", json=many), 422)["detail"]
     assert len(detail) < 300 and "more)" in detail  # the names of 5,000 unknown keys are not all repeated
+
+
+@pytest.mark.parametrize("raw, detail", [
+    (b"\xff\xfe{", "Malformed JSON body: the body is not UTF-8 text"),
+    (b'{"email": ' + b"1" * 5000 + b"}", "Malformed JSON body: a number has too many digits"),
+    (b'{"email": 1', "Malformed JSON body: expecting ',' delimiter at line 1, column 12"),
+], ids=["not utf-8", "huge number", "syntax"])
+def test_a_body_that_does_not_parse_is_described_in_our_words(client, raw, detail):
+    response = client.post("/auth/login", data=raw, headers={"Content-Type": "application/json"})
+    assert assert_json_error(response, 400)["detail"] == detail
