@@ -21,6 +21,7 @@ from memlayer.storage.embedded import ensure_database, start_embedded
 from memlayer.storage.migrate import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_TOKEN = "bench-operator-token"  # MEMLAYER_METRICS_TOKEN of the services the benchmarks start
 
 
 def bench_database_url(name: str) -> str:
@@ -62,7 +63,7 @@ class Service:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": f"127.0.0.1:{self.port}",
-               "MEMLAYER_LOG_LEVEL": "WARNING", **(env or {})}
+               "MEMLAYER_LOG_LEVEL": "WARNING", "MEMLAYER_METRICS_TOKEN": OPERATOR_TOKEN, **(env or {})}
         command = [sys.executable, "-m", "memlayer", "serve"] + (["--workers", str(workers)] if workers else [])
         self.log = open(log_path, "ab") if log_path else None
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT if self.log else None)

@@ -15,6 +15,7 @@ import time
 from datetime import date
 
 from harness import (  # bench/ is on sys.path when run as a script
+    OPERATOR_TOKEN,
     ROOT,
     Service,
     fresh_database,
@@ -96,7 +97,7 @@ def run(url: str, threads: int, seconds: float) -> dict:
         while time.monotonic() < deadline:
             loaded += time_gets(1)
             # requests_waiting is a gauge of the worker that answers: sampled between the GETs.
-            waiting.append(reader.request("GET", "/health/db-pool")[1].get("requests_waiting", 0))
+            waiting.append(reader.request("GET", "/health/db-pool", token=OPERATOR_TOKEN)[1].get("requests_waiting", 0))
         in_flight_while_measuring = model.peak_in_flight
         stop.set()
         for thread in senders:

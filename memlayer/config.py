@@ -49,6 +49,7 @@ class Defaults:
     MAX_CONTENT_LENGTH = 1024 * 1024
     MAX_JSON_DEPTH = 32  # deeper request bodies are a 400
     CORS_ORIGINS = ""  # comma-separated origins allowed to call the API from a browser
+    METRICS_TOKEN = None  # operator token for /health/db-pool (Authorization: Bearer ...); unset: that endpoint is off
     LOG_LEVEL = "INFO"
     LOG_FORMAT = "text"  # or "json"
 

@@ -21,6 +21,7 @@ from memlayer.storage.migrate import apply_migrations
 
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
+OPERATOR_TOKEN = "test-operator-token"  # what apps and servers under test take for MEMLAYER_METRICS_TOKEN
 TABLES = ("idempotency_keys", "revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
 
 
@@ -93,6 +94,7 @@ def app_factory(database_url):
             "POOL_MAX_SIZE": 8,
             # The suite registers many users from one address; the rate-limit tests turn limits on.
             "RATELIMIT_ENABLED": False,
+            "METRICS_TOKEN": OPERATOR_TOKEN,
             **overrides,
         }
         app = create_app(settings)

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from conftest import OPERATOR_TOKEN
 from memlayer.storage import db as memlayer_db
 from memlayer.storage.db import get_pool
 from memlayer.web.openapi import DOCUMENTED_ELSEWHERE, OPERATIONS, openapi_path
@@ -53,10 +54,15 @@ def test_health_reports_database_ok(client):
     assert body["status"] == "ok" and body["database"] == "ok" and body["version"]
 
 
-def test_pool_statistics(client):
-    stats = client.get("/health/db-pool").get_json()
+def test_pool_statistics_are_for_operators_only(client, app_factory):
+    stats = client.get("/health/db-pool", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).get_json()
     for key in ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting"):
         assert key in stats
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": OPERATOR_TOKEN}):
+        response = client.get("/health/db-pool", headers=headers)
+        assert response.status_code == 401 and "requests_num" not in response.get_data(as_text=True)
+    closed = app_factory(METRICS_TOKEN=None).test_client()
+    assert closed.get("/health/db-pool", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).status_code == 404
 
 
 def _kill_the_pooled_connection(app, db) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import OPERATOR_TOKEN
 from fake_provider import Reply
 from memlayer.storage.embedded import embedded_server, ensure_database, pg_ctl
 from test_serve import Server
@@ -234,7 +235,7 @@ def test_database_faults_under_load_give_503_never_500_and_no_half_writes(owned_
         recovered_after = load.first_success_after(back)
         assert set(statuses) <= {201, 503}, statuses
         assert statuses[201] > 0
-        status, _, stats = request(server.base, "GET", "/health/db-pool")
+        status, _, stats = request(server.base, "GET", "/health/db-pool", token=OPERATOR_TOKEN)
         assert status == 200
         report(f"database {fault} under load (8 senders)", answers=dict(statuses),
                first_201_after_s=round(recovered_after, 2), slowest_answer_s=round(max(load.durations), 2))
@@ -277,7 +278,7 @@ def test_a_held_row_lock_gives_503_for_that_chat_only_and_an_empty_pool_answers_
         # The lock is gone: the same chat takes messages again, and the worker's connection is healthy.
         status, _, _ = request(server.base, "POST", f"/chats/{chat_id}/messages", {"content": "free"}, token)
         assert status == 201
-        status, _, stats = request(server.base, "GET", "/health/db-pool")
+        status, _, stats = request(server.base, "GET", "/health/db-pool", token=OPERATOR_TOKEN)
         assert stats["pool_available"] == stats["pool_size"] == 1
         report("row lock held on a chat (lock_timeout 1.5 s, 3 attempts)", send_answered_503_after_s=round(blocked["took"], 2),
                empty_pool_503_after_s=round(empty_pool_took, 2))

@@ -13,6 +13,8 @@ import urllib.request
 
 import pytest
 
+from conftest import OPERATOR_TOKEN
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,7 +47,8 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMLAYER_")}
-        env.update({"MEMLAYER_BIND": f"127.0.0.1:{self.port}", "MEMLAYER_PASSWORD_HASH_METHOD": "scrypt:1024:8:1"})
+        env.update({"MEMLAYER_BIND": f"127.0.0.1:{self.port}", "MEMLAYER_PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+                    "MEMLAYER_METRICS_TOKEN": OPERATOR_TOKEN})
         env.update(env_overrides)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "memlayer", "serve", "--workers", str(workers)],
@@ -109,7 +112,7 @@ def test_serve_with_database_url(database_url):
     try:
         assert server.wait_ready()["database"] == "ok"
         quickstart(server.base, "served@example.com")
-        status, _, stats = call(server.base, "GET", "/health/db-pool")
+        status, _, stats = call(server.base, "GET", "/health/db-pool", token=OPERATOR_TOKEN)
         assert status == 200 and stats["pool_available"] == stats["pool_size"]
         status, _, error = call(server.base, "GET", "/no/such/route")
         assert status == 404 and error == {"detail": "Not found"}

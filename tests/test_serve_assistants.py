@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import OPERATOR_TOKEN
 from fake_provider import Reply
 from test_serve import Server, call
 
@@ -102,7 +103,7 @@ def test_slow_model_calls_do_not_hold_up_other_requests(database_url, provider, 
         started = time.monotonic()
         status, _, chats = call(server.base, "GET", "/chats", token=token)
         took = time.monotonic() - started
-        status_pool, _, stats = call(server.base, "GET", "/health/db-pool")
+        status_pool, _, stats = call(server.base, "GET", "/health/db-pool", token=OPERATOR_TOKEN)
         provider.resume()
         for sender in senders:
             sender.join()

@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from conftest import count_rows, settled_stats
+from conftest import OPERATOR_TOKEN, count_rows, settled_stats
 from memlayer.storage.db import get_pool, sql, transaction
 
 
@@ -101,7 +101,7 @@ def test_no_connection_leaks_after_failing_and_succeeding_requests(client, user,
         patch.setattr(sql.messages, "recent_messages", lambda *a, **k: (_ for _ in ()).throw(ValueError("read failed")))
         assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
 
-    assert client.get("/health/db-pool").status_code == 200
+    assert client.get("/health/db-pool", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).status_code == 200
     stats = settled_stats(get_pool(app))
     assert stats["pool_size"] >= 1
     assert stats["pool_available"] == stats["pool_size"]

@@ -63,7 +63,7 @@ OPERATIONS: dict[str, Operation] = {
     "memories.delete_memory": Operation("memories", 204, errors=(404,)),
     "memories.memory_history": Operation("memories", 200, schemas.MemoryEventSchema, many=True, errors=(404,)),
     "health.health": Operation("health", 200, schemas.HealthSchema, auth=None, errors=(503,)),
-    "health.db_pool": Operation("health", 200, auth=None),
+    "health.db_pool": Operation("health", 200, auth=None, errors=(401, 404)),  # the operator token, not a user's
 }
 
 SSE_DESCRIPTION = (
