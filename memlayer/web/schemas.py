@@ -352,11 +352,19 @@ class ErrorSchema(Schema):
     request_id = fields.String()
 
 
+MAX_UNKNOWN_FIELDS = 20  # a body with more keys than a schema has, beyond this, is refused before validation
+
+
 def load_body(schema: Schema, *, empty_ok: bool = False) -> dict:
     """Parse the JSON body and validate it (400/415 for bad JSON, 422 for bad fields)."""
     if empty_ok and not request.get_data(cache=True):
         return schema.load({})
-    return schema.load(request.get_json())
+    body = request.get_json()
+    if isinstance(body, dict) and len(body) > len(schema.fields) + MAX_UNKNOWN_FIELDS:
+        # Validating 95,000 unknown keys took 0.8 s and answered 3.2 MB naming each: stop at once instead.
+        raise ValidationError(f"{len(body)} fields where at most {len(schema.fields)} are known",
+                              field_name="_schema")
+    return schema.load(body)
 
 
 def load_query(schema: Schema) -> dict:
