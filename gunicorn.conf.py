@@ -5,6 +5,7 @@ import os
 # Every public name here is read as a gunicorn setting (`config` is one), hence the underscores.
 from memlayer import config as _config
 from memlayer.assistant.responders import close_all as _close_all
+from memlayer.memory.embeddings import close as _close_embeddings
 
 _settings = _config.load()
 
@@ -31,8 +32,9 @@ control_socket_disable = True
 
 
 def worker_exit(server, worker):
-    """Give the worker's pooled database and model-provider connections back before it exits."""
+    """Give the worker's pooled database, model-provider and embeddings connections back before it exits."""
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "memlayer.pool" in app.extensions:
         app.extensions["memlayer.pool"].close()
         _close_all(app)
+        _close_embeddings(app)

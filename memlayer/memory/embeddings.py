@@ -42,6 +42,13 @@ def init_app(app: Flask) -> None:
     )
 
 
+def close(app: Flask) -> None:
+    """Release the embeddings client's HTTP connections (at worker exit)."""
+    client = embedder(app)
+    if client is not None:
+        client.close()
+
+
 def embedder(app: Flask | None = None) -> EmbeddingsClient | None:
     """The app's embeddings client, or None when recall is lexical-only."""
     return (app or current_app).extensions.get(EMBEDDINGS_KEY)
