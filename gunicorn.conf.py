@@ -22,6 +22,8 @@ preload_app = False
 graceful_timeout = _config.graceful_timeout(_settings)
 timeout = graceful_timeout
 keepalive = 5
+# gunicorn's ceiling (4094 by default): ?q= of 1,000 Latin characters fits, percent-encoded CJK up to about 900.
+limit_request_line = 8190
 # The app logs one access line per request, with its request id.
 accesslog = None
 errorlog = "-"

@@ -154,3 +154,16 @@ def test_two_users_with_the_same_words_never_see_each_other(app, client):
     seen_by_bob = "\n".join(message["content"] for message in recorder.inputs[-1])
     assert "my cat is called Bob" in seen_by_bob
     assert "Alice" not in seen_by_bob and "called Ada" not in seen_by_bob
+
+
+def test_search_takes_a_long_text_in_a_body_too(client, user, chat):
+    send(client, user, chat["id"], "猫 " * 10 + "my cat is called Ada")
+    long_text = "猫" * 990 + " cat Ada"  # 998 characters: more than a URL carries, within the 1,000 allowed
+
+    response = client.post("/memories/search", json={"q": long_text, "limit": 3}, headers=user["headers"])
+
+    assert response.status_code == 200 and response.get_json()[0]["content"].endswith("my cat is called Ada")
+    too_long = client.post("/memories/search", json={"q": "x" * 1001}, headers=user["headers"])
+    assert too_long.status_code == 422
+    unknown = client.post("/memories/search", json={"q": "cat", "extra": 1}, headers=user["headers"])
+    assert unknown.status_code == 422

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -174,3 +175,15 @@ def test_stop_does_not_wait_for_idle_connections(database_url, kind, stop):
     # The graceful timeout (model timeout + 15 s = 75 s) is for requests in flight, not for idle sockets.
     assert time.monotonic() - started < 8, output
     assert code == 0 and "SIGKILL" not in output, output
+
+
+def test_a_long_cjk_search_fits_the_request_line(database_url):
+    server = Server({"MEMLAYER_DATABASE_URL": database_url}, workers=1)
+    try:
+        server.wait_ready()
+        token = quickstart(server.base, "cjk@example.com")
+        query = urllib.parse.quote("猫" * 800)  # 7,200 bytes percent-encoded: over gunicorn's default 4,094
+        status, _, items = call(server.base, "GET", f"/memories/search?q={query}", token=token)
+        assert status == 200 and items == []
+    finally:
+        server.interrupt()

@@ -19,6 +19,7 @@ from memlayer.web.schemas import (
     MemorySchema,
     MemoryUpdateSchema,
     RecallItemSchema,
+    SearchBodySchema,
     SearchQuerySchema,
     load_body,
     load_query,
@@ -31,6 +32,7 @@ _create = MemoryCreateSchema()
 _update = MemoryUpdateSchema()
 _event = MemoryEventSchema()
 _search = SearchQuerySchema()
+_search_body = SearchBodySchema()
 _recall_item = RecallItemSchema()
 _deleted = DeletedSchema()
 
@@ -89,7 +91,17 @@ def delete_all_memories():
 @jwt_required()
 def search():
     """The user's past messages and memories most relevant to ?q=, best first."""
-    query = load_query(_search)
+    return _search_for(load_query(_search))
+
+
+@bp.post("/search")
+@jwt_required()
+def search_by_body():
+    """The same search with {q, limit} in a JSON body: a URL carries only about 900 CJK characters of q."""
+    return _search_for(load_body(_search_body))
+
+
+def _search_for(query: dict):
     vector = embed_quietly(query["q"]) if query["q"].strip() else None  # no connection held meanwhile
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():

@@ -57,6 +57,8 @@ OPERATIONS: dict[str, Operation] = {
     "memories.delete_all_memories": Operation("memories", 200, schemas.DeletedSchema),
     "memories.search": Operation("memories", 200, schemas.RecallItemSchema, many=True, query=schemas.SearchQuerySchema,
                                  errors=(422,)),
+    "memories.search_by_body": Operation("memories", 200, schemas.RecallItemSchema, many=True,
+                                         body=schemas.SearchBodySchema, errors=(422,)),
     "memories.get_memory": Operation("memories", 200, schemas.MemorySchema, errors=(404,)),
     "memories.update_memory": Operation("memories", 200, schemas.MemorySchema, body=schemas.MemoryUpdateSchema,
                                         errors=(404, 409)),
@@ -176,6 +178,6 @@ def _describe(rule, view, operation: Operation) -> dict:
             "content": {"application/json": {"schema": "Error"}},
         }
     if operation.paginated or operation.query is not None:
-        # gunicorn refuses a request line over 4094 bytes before the app sees it (its own HTML page).
+        # gunicorn refuses a request line over 8190 bytes before the app sees it (its own HTML page).
         described["responses"]["414"] = {"description": "URI too long (answered by gunicorn, not JSON)"}
     return described

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from flask import request
 from marshmallow import (
     EXCLUDE,
+    RAISE,
     Schema,
     ValidationError,
     fields,
@@ -163,6 +164,13 @@ class SearchQuerySchema(Schema):
     def clamp_limit(self, data, **kwargs):
         data["limit"] = min(data["limit"], MAX_SEARCH_RESULTS)
         return data
+
+
+class SearchBodySchema(SearchQuerySchema):
+    """Body of POST /memories/search: {q, limit?}, for a text longer than a URL carries."""
+
+    class Meta:
+        unknown = RAISE
 
 
 class Instant(fields.DateTime):
