@@ -18,7 +18,7 @@ from memlayer.blueprints import chats, docs, health, memories, messages, models,
 from memlayer.memory import embeddings
 from memlayer.storage import db
 from memlayer.storage.embedded import resolve_database_url
-from memlayer.web import errors, headers, logs, ratelimit
+from memlayer.web import bodies, errors, headers, logs, ratelimit
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -85,6 +85,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     logs.init_app(app)
     errors.init_app(app)
     headers.init_app(app)
+    bodies.init_app(app)
     app.config["DATABASE_URL"] = resolve_database_url(app.config)
     db.init_app(app)
     tokens.init_app(app)

@@ -187,3 +187,32 @@ def test_a_long_cjk_search_fits_the_request_line(database_url):
         assert status == 200 and items == []
     finally:
         server.interrupt()
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes on a new connection and return the status line and headers of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_chunked_bodies_are_bounded_and_broken_chunks_are_400(database_url):
+    server = Server({"MEMLAYER_DATABASE_URL": database_url}, workers=1)
+    head = b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    big = b'{"email": "' + b"a" * 1_100_000 + b'"}'  # over the 1 MiB limit
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 65536]), big[i:i + 65536]) for i in range(0, len(big), 65536))
+    try:
+        server.wait_ready()
+        broken = raw_exchange(server.port, head + b"zz\r\n")
+        too_big = raw_exchange(server.port, head + chunks + b"0\r\n\r\n")
+    finally:
+        code, output = server.interrupt()
+    assert broken.startswith(b"HTTP/1.1 400") and b"application/json" in broken, broken
+    assert too_big.startswith(b"HTTP/1.1 413"), too_big
+    assert "Traceback" not in output and "InvalidChunkSize" not in output, output
