@@ -6,8 +6,12 @@ import os
 from memlayer import config as _config
 from memlayer.assistant.responders import close_all as _close_all
 from memlayer.memory.embeddings import close as _close_embeddings
+from memlayer.web import server_errors as _server_errors
 
 _settings = _config.load()
+# gunicorn answers a few errors before the app sees the request (414, 431, a request line it cannot parse): in
+# JSON {"detail": ...} like every other error, instead of its HTML page. Workers fork after this runs.
+_server_errors.install()
 
 bind = os.environ.get("MEMLAYER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MEMLAYER_WORKERS", "2"))

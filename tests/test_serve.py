@@ -216,3 +216,27 @@ def test_chunked_bodies_are_bounded_and_broken_chunks_are_400(database_url):
     assert broken.startswith(b"HTTP/1.1 400") and b"application/json" in broken, broken
     assert too_big.startswith(b"HTTP/1.1 413"), too_big
     assert "Traceback" not in output and "InvalidChunkSize" not in output, output
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", b"431"),
+    (b"GET /he\x00alth HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", b"400"),
+], ids=["request line too long", "header too large", "NUL in the path", "negative length"])
+def test_errors_gunicorn_answers_itself_are_json_too(database_url, request_bytes, status):
+    server = Server({"MEMLAYER_DATABASE_URL": database_url}, workers=1)
+    try:
+        server.wait_ready()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request_bytes)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    finally:
+        server.interrupt()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status), answer[:200]
+    assert b"Content-Type: application/json" in head
+    detail = json.loads(body)["detail"]
+    assert detail and b"aaaa" not in body and b"bbbb" not in body  # the client's bytes are not echoed

@@ -178,6 +178,7 @@ def _describe(rule, view, operation: Operation) -> dict:
             "content": {"application/json": {"schema": "Error"}},
         }
     if operation.paginated or operation.query is not None:
-        # gunicorn refuses a request line over 8190 bytes before the app sees it (its own HTML page).
-        described["responses"]["414"] = {"description": "URI too long (answered by gunicorn, not JSON)"}
+        # gunicorn refuses a request line over 8190 bytes before the app sees it (in JSON: web/server_errors.py).
+        described["responses"]["414"] = {"description": "URI too long (answered by gunicorn)",
+                                         "content": {"application/json": {"schema": "Error"}}}
     return described
