@@ -97,13 +97,21 @@ MIGRATE_RETRY_SECONDS = 1.0
 
 
 def _prepare_when_reachable(settings) -> None:
-    """Retry prepare_database until the database answers (serve's workers answer 503 until then)."""
+    """Retry prepare_database until the database answers (serve's workers answer 503 until then).
+
+    A database that turns out unfit for the configuration (an embedding model, no pgvector) stops the
+    server, as it would have at start.
+    """
     while True:
         time.sleep(MIGRATE_RETRY_SECONDS)
         try:
             _, applied = prepare_database(settings)
         except psycopg.OperationalError:
             continue
+        except config.ConfigError as error:
+            logger.error("cannot serve: %s", error)
+            os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler stops gunicorn
+            return
         logger.info("database reachable; migrations applied: %s", ", ".join(applied) or "none needed")
         return
 

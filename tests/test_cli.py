@@ -79,3 +79,18 @@ def test_serve_repeats_a_lost_stop_signal_until_gunicorn_exits():
             signal.signal(signum, handler)
     assert code == 0
     assert time.monotonic() - started < cli.RESEND_STOP_SECONDS + 3
+
+
+def test_a_database_found_unfit_after_start_stops_the_server(monkeypatch, caplog):
+    def unfit(settings):
+        raise cli.config.ConfigError("MEMLAYER_EMBEDDING_MODEL is set, but this PostgreSQL has no pgvector")
+
+    signals = []
+    monkeypatch.setattr(cli, "prepare_database", unfit)
+    monkeypatch.setattr(cli, "MIGRATE_RETRY_SECONDS", 0)
+    monkeypatch.setattr(cli.os, "kill", lambda pid, signum: signals.append((pid, signum)))
+
+    cli._prepare_when_reachable({})
+
+    assert signals == [(os.getpid(), signal.SIGTERM)]
+    assert "cannot serve: MEMLAYER_EMBEDDING_MODEL is set" in caplog.text
