@@ -92,9 +92,5 @@ def page_response(rows: list[dict], limit: int, schema: Schema, position_of: Cal
     `rows` holds up to limit + 1 rows: the extra one only proves that a next page exists.
     """
     page = rows[:limit]
-    response = jsonify(schema.dump(page, many=True))
-    if len(rows) > limit:
-        cursor = encode_cursor(position_of(page[-1]))
-        next_url = url_for(request.endpoint, **(request.view_args or {}), limit=limit, cursor=cursor)
-        response.headers["Link"] = f'<{next_url}>; rel="next"'
-    return response
+    links = {"next": {"limit": limit, "cursor": encode_cursor(position_of(page[-1]))}} if len(rows) > limit else {}
+    return linked_page(page, schema, links)
