@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-memory bench-slow-model bench-recall bench-vectors clean
+.PHONY: run test bench bench-memory bench-slow-model bench-slow-clients bench-recall bench-vectors clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -43,9 +43,14 @@ bench: $(VENV)/.installed-bench
 bench-memory: $(VENV)/.installed
 	$(BIN)/python bench/memory.py $(BENCH_ARGS)
 
-# 64 sends waiting on a 2 s model while GET /chats is timed: what gunicorn's threads buy (a minute).
+# 64 sends waiting on a 2 s model while GET /chats is timed, on gevent and on the gthread baseline (2 minutes).
 bench-slow-model: $(VENV)/.installed-bench
 	$(BIN)/python bench/slow_model.py $(BENCH_ARGS)
+
+# 1,000 sockets dripping headers, dripping a body, or silent, while /health and GET /chats are timed; beside
+# the gthread baseline (4 minutes).
+bench-slow-clients: $(VENV)/.installed-bench
+	$(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
 
 # Recall quality on LoCoMo (../shared/data/locomo) through the real API, beside BM25 over the same texts (minutes).
 bench-recall: $(VENV)/.installed-bench

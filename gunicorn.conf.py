@@ -2,10 +2,11 @@
 
 import os
 
-# Every public name here is read as a gunicorn setting (`config` is one), hence the underscores.
+# Every public name here is read as a gunicorn setting (`config` is one), hence the underscores. This file runs
+# in the master, before gevent patches the workers: it must not import what captures sockets, locks or
+# select() at import time (psycopg picks its wait function then, psycopg_pool and httpx take their locks).
+# tests/test_serve.py checks that it does not.
 from memlayer import config as _config
-from memlayer.assistant.responders import close_all as _close_all
-from memlayer.memory.embeddings import close as _close_embeddings
 from memlayer.web import server_errors as _server_errors
 
 _settings = _config.load()
@@ -15,16 +16,19 @@ _server_errors.install()
 
 bind = os.environ.get("MEMLAYER_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MEMLAYER_WORKERS", "2"))
-# gthread: each request gets a thread, and a thread waiting on the model (or relaying its stream) holds no
-# database connection and blocks nobody else. Threads are cheap while they wait, so there are many:
-# 2 workers x 64 threads serve 128 requests at once, e.g. 64 slow model calls with room to spare.
-worker_class = "gthread"
-threads = int(os.environ.get("MEMLAYER_THREADS", "64"))
+# gevent: each connection is a greenlet, so a client that sends its request slowly (or not at all) costs a few
+# kilobytes instead of a thread, and a request waiting on the model holds neither a thread nor a database
+# connection. gthread handed a connection to a thread as soon as its first bytes came, and 128 dripping
+# sockets took every thread (issue 17). CPU-heavy work (password hashing) runs off the event loop.
+worker_class = "gevent"
+worker_connections = int(os.environ.get("MEMLAYER_WORKER_CONNECTIONS", "4000"))
 # Each worker imports wsgi.py itself, so its connection pool is opened after fork, never in the master.
 preload_app = False
 # In-flight sends may finish at shutdown (and gthread's heartbeat may lag) for longer than a model call takes.
 graceful_timeout = _config.graceful_timeout(_settings)
 timeout = graceful_timeout
+# Also the deadline for a request's line and headers (gunicorn's gevent worker reads them under it): a socket
+# that takes longer is closed. Bodies have their own deadline (web/bodies.py).
 keepalive = 5
 # gunicorn's ceiling (4094 by default): ?q= of 1,000 Latin characters fits, percent-encoded CJK up to about 900.
 limit_request_line = 8190
@@ -39,8 +43,11 @@ control_socket_disable = True
 
 def worker_exit(server, worker):
     """Give the worker's pooled database, model-provider and embeddings connections back before it exits."""
+    from memlayer.assistant.responders import close_all
+    from memlayer.memory.embeddings import close as close_embeddings
+
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions") and "memlayer.pool" in app.extensions:
         app.extensions["memlayer.pool"].close()
-        _close_all(app)
-        _close_embeddings(app)
+        close_all(app)
+        close_embeddings(app)

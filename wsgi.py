@@ -1,5 +1,5 @@
 """The WSGI entry point for gunicorn: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
-from memlayer import create_app
+from memlayer.app import create_app
 
 app = create_app()

@@ -38,7 +38,7 @@ from harness import (
     wrk,
 )
 from memlayer import config as settings
-from memlayer import create_app
+from memlayer.app import create_app
 from memlayer.auth.tokens import issue_tokens
 from memlayer.storage.db import close_pool
 from memlayer.storage.embedded import embedded_program

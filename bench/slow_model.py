@@ -1,14 +1,16 @@
 """Slow model: 64 sends wait on a model that takes 2 s while GET /chats is timed and the pool watched.
 
-Runs `memlayer serve` (gunicorn, gthread) twice against the tests' fake Chat Completions server: with the
-configured threads per worker (64) and with 4, to show what the thread count buys. Prints a table and writes
-bench/results/slow-model-<date>.json. Usage: python bench/slow_model.py [--seconds 15] [--threads 64 4]
+Runs `memlayer serve` against the tests' fake Chat Completions server as `make run` starts it (gevent workers),
+and beside it on gunicorn's gthread workers with 64 and with 4 threads (the design before issue 17, and what
+too few threads cost). Prints a table and writes bench/results/slow-model-<date>.json.
+Usage: python bench/slow_model.py [--seconds 15] [--no-baseline]
 """
 
 import argparse
 import http.client
 import json
 import os
+import platform
 import sys
 import threading
 import time
@@ -53,15 +55,24 @@ def worker_rss_mb(service: Service) -> list[float]:
     return [round(w.memory_info().rss / 2**20, 1) for w in gunicorn_workers(service)]
 
 
-def run(url: str, threads: int, seconds: float) -> dict:
-    """One service with `threads` per worker: idle and loaded GET /chats latency, pool waits, sends, RSS."""
+# (label, extra gunicorn arguments, requests served at once per worker): GUNICORN_CMD_ARGS overrides
+# gunicorn.conf.py, so the baselines are the same service on the worker class it replaced.
+SERVERS = (
+    ("gevent (memlayer serve)", "", 4000),
+    ("gthread 64 threads", "--worker-class gthread --threads 64", 64),
+    ("gthread 4 threads", "--worker-class gthread --threads 4", 4),
+)
+
+
+def run(url: str, label: str, gunicorn_args: str, concurrency: int, seconds: float) -> dict:
+    """One service: idle and loaded GET /chats latency, pool waits, sends, RSS."""
     model = FakeProvider()
     model.default = Reply("A considered answer, after some thought.", delay=MODEL_SECONDS)
     model.start()
     service = Service(url, env={"MEMLAYER_LLM_BASE_URL": model.url, "MEMLAYER_LLM_MODEL": "slow-model",
-                                "MEMLAYER_THREADS": str(threads)})
+                                "GUNICORN_CMD_ARGS": gunicorn_args})
     try:
-        email = f"slow-{threads}@example.com"
+        email = f"slow-{label.split()[0]}-{concurrency}@example.com"
         anonymous = Client(service.port)
         anonymous.request("POST", "/auth/register", {"email": email, "password": PASSWORD})
         token = anonymous.request("POST", "/auth/login", {"email": email, "password": PASSWORD})[1]["access_token"]
@@ -92,7 +103,7 @@ def run(url: str, threads: int, seconds: float) -> dict:
         senders = [threading.Thread(target=sender, args=(chat_id,)) for chat_id in chats]
         for thread in senders:
             thread.start()
-        model.wait_for(lambda: model.in_flight >= min(SENDERS, 2 * threads), timeout=10)
+        model.wait_for(lambda: model.in_flight >= min(SENDERS, 2 * concurrency), timeout=10)
         loaded, waiting, deadline = [], [], time.monotonic() + seconds
         while time.monotonic() < deadline:
             loaded += time_gets(1)
@@ -107,7 +118,7 @@ def run(url: str, threads: int, seconds: float) -> dict:
         service.stop()
         model.stop()
     return {
-        "threads_per_worker": threads, "workers": 2, "model_seconds": MODEL_SECONDS,
+        "server": label, "gunicorn_args": gunicorn_args, "workers": 2, "model_seconds": MODEL_SECONDS,
         "model_calls_in_flight_peak": in_flight_while_measuring,
         "sends_completed": len(sends), "send_errors": len(errors),
         "send_latency": percentiles(sends) if sends else None,
@@ -125,20 +136,21 @@ def p90(samples: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="how long GET /chats is timed under load")
-    parser.add_argument("--threads", type=int, nargs="+", default=[64, 4], help="threads per worker to compare")
+    parser.add_argument("--no-baseline", action="store_true", help="only the service as `make run` starts it")
     args = parser.parse_args()
     url = fresh_database("memlayer_bench_slow")
-    runs = [run(url, threads, args.seconds) for threads in args.threads]
+    runs = [run(url, *server, args.seconds) for server in (SERVERS[:1] if args.no_baseline else SERVERS)]
 
     print(f"\n{SENDERS} clients sending in a loop to a model that answers in {MODEL_SECONDS:.0f} s; "
-          "GET /chats timed meanwhile (2 gunicorn gthread workers)\n")
-    header = ("threads/worker", "model calls in flight", "sends done", "send errors", "send p50 ms",
+          f"GET /chats timed meanwhile (2 gunicorn workers; {date.today()}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs)\n")
+    header = ("server", "model calls in flight", "sends done", "send errors", "send p50 ms",
               "GET /chats idle p50", "loaded p50", "loaded p90", "loaded p99", "requests_waiting max (samples > 0)", "worker RSS MB")
     print(" | ".join(header))
     for r in runs:
         loaded = r["get_chats_loaded"]
         print(" | ".join(str(v) for v in (
-            r["threads_per_worker"], r["model_calls_in_flight_peak"], r["sends_completed"], r["send_errors"],
+            r["server"], r["model_calls_in_flight_peak"], r["sends_completed"], r["send_errors"],
             r["send_latency"]["p50_ms"] if r["send_latency"] else "-", r["get_chats_idle"]["p50_ms"],
             loaded["p50_ms"], loaded["p90_ms"], loaded["p99_ms"],
             f"{r['pool_requests_waiting_max']} ({r['pool_samples_with_waiting']} of {r['pool_samples']})",

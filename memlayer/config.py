@@ -47,6 +47,7 @@ class Defaults:
     PROXY_FIX_X_FOR = 0  # how many proxies in front set X-Forwarded-For (0: trust none, use the socket's peer)
 
     MAX_CONTENT_LENGTH = 1024 * 1024
+    BODY_TIMEOUT = 20.0  # seconds a request body may take to arrive before a 408 (headers: gunicorn's keepalive)
     MAX_JSON_DEPTH = 32  # deeper request bodies are a 400
     CORS_ORIGINS = ""  # comma-separated origins allowed to call the API from a browser
     METRICS_TOKEN = None  # operator token for /health/db-pool (Authorization: Bearer ...); unset: that endpoint is off
@@ -106,6 +107,9 @@ def check(config) -> None:
         value = config[name]
         if not _is_whole(value) or not low <= value <= high:
             raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
+    if isinstance(config["BODY_TIMEOUT"], bool) or not isinstance(config["BODY_TIMEOUT"], int | float) \
+            or not 0 < config["BODY_TIMEOUT"] <= 3600:
+        raise ConfigError("MEMLAYER_BODY_TIMEOUT must be a number of seconds above 0 and at most 3600")
     _check_rate_limits(config)
     _check_llm(config)
     _check_embeddings(config)

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from fake_provider import FakeProvider
-from memlayer import create_app
+from memlayer.app import create_app
 from memlayer.assistant.catalog import seed_models
 from memlayer.assistant.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
 from memlayer.storage.db import get_pool

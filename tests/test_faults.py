@@ -210,7 +210,7 @@ def test_database_down_at_start_then_up_recovers_without_a_restart(owned_pg):
 
 @pytest.mark.parametrize("fault", ["restart", "terminate_backends"])
 def test_database_faults_under_load_give_503_never_500_and_no_half_writes(owned_pg, fault):
-    server = serve(owned_pg, MEMLAYER_THREADS="8")
+    server = serve(owned_pg)
     try:
         server.wait_ready()
         users = [sign_up(server.base) for _ in range(8)]
@@ -248,7 +248,7 @@ def test_database_faults_under_load_give_503_never_500_and_no_half_writes(owned_
 def test_a_held_row_lock_gives_503_for_that_chat_only_and_an_empty_pool_answers_fast(owned_pg):
     # One connection per worker: a send stuck behind the lock holds it, so other requests find the pool empty.
     server = serve(owned_pg, workers=1, MEMLAYER_POOL_MIN_SIZE="1", MEMLAYER_POOL_MAX_SIZE="1",
-                   MEMLAYER_POOL_TIMEOUT="1", MEMLAYER_LOCK_TIMEOUT_MS="1500", MEMLAYER_THREADS="4")
+                   MEMLAYER_POOL_TIMEOUT="1", MEMLAYER_LOCK_TIMEOUT_MS="1500")
     try:
         server.wait_ready()
         token, chat_id = sign_up(server.base)

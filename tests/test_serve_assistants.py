@@ -1,4 +1,4 @@
-"""Replies under a real gunicorn: SSE arrives piece by piece, a client that leaves frees its thread,
+"""Replies under a real gunicorn: SSE arrives piece by piece, a client that leaves frees its connection slot,
 and slow model calls do not hold up other requests."""
 
 import json
@@ -52,14 +52,14 @@ def read_until(sock: socket.socket, marker: bytes) -> bytes:
     return received
 
 
-def test_sse_through_gunicorn_and_a_client_that_leaves_frees_the_only_thread(database_url, provider, db):
+def test_sse_through_gunicorn_and_a_client_that_leaves_frees_its_connection_slot(database_url, provider, db):
     provider.script(
         Reply(pieces=["Once ", "upon ", "a ", "time."], gap=0.2),
         Reply(pieces=[f"word{n} " for n in range(200)], gap=0.05),  # would stream for 10 s
     )
-    # One worker with one thread: if the abandoned stream kept it, /health would wait 10 s.
+    # One worker serving one connection at a time: if the abandoned stream kept it, /health would wait 10 s.
     server = Server({"MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_LLM_BASE_URL": provider.url,
-                     "MEMLAYER_LLM_MODEL": "fake-model", "MEMLAYER_THREADS": "1"}, workers=1)
+                     "MEMLAYER_LLM_MODEL": "fake-model", "MEMLAYER_WORKER_CONNECTIONS": "1"}, workers=1)
     try:
         server.wait_ready()
         token, chat_id = sign_up(server.base, "streamer@example.com")
@@ -79,7 +79,7 @@ def test_sse_through_gunicorn_and_a_client_that_leaves_frees_the_only_thread(dat
         left = time.monotonic()
         status, _, _ = call(server.base, "GET", "/health")
         freed_after = time.monotonic() - left
-        assert status == 200 and freed_after < 3, f"thread still busy {freed_after:.1f} s after the client left"
+        assert status == 200 and freed_after < 3, f"slot still busy {freed_after:.1f} s after the client left"
         assert provider.wait_for(lambda: provider.disconnects == 1)
         assert messages_in(db, chat_id) == 2  # only the finished exchange
     finally:

@@ -1,4 +1,4 @@
-"""Request bodies sent in chunks: bounded by the same size limit as any other, and malformed chunks are a 400."""
+"""Request bodies: read whole before any view runs, within the size limit and a deadline; bad chunks are a 400."""
 
 import io
 
@@ -6,17 +6,30 @@ from flask import Flask, current_app, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
+from memlayer.web.cooperative import DeadlinePassed, deadline
+from memlayer.web.errors import ApiError
 
-def bound_chunked_body() -> None:
-    """Read a chunked body (no Content-Length) up to MAX_CONTENT_LENGTH + 1 bytes: over it is a 413.
 
-    Werkzeug stops a chunked stream at the limit without saying so, and the JSON then looked malformed (400).
+def read_body_in_time() -> None:
+    """Read the body (at most MAX_CONTENT_LENGTH + 1 bytes) within BODY_TIMEOUT seconds, before the view runs.
+
+    A client that sends its body a byte at a time gets a 408 instead of holding the request open for as long
+    as it likes. Werkzeug stops a chunked stream at the size limit without saying so (the JSON then looked
+    malformed), so a chunked body is measured here: over the limit is a 413.
     """
-    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+    length = request.content_length
+    chunked = length is None and request.environ.get("wsgi.input_terminated")
+    if not chunked and not length:
         return
     limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()
+    seconds = float(current_app.config["BODY_TIMEOUT"])
     try:
-        data = request.environ["wsgi.input"].read(limit + 1)
+        with deadline(seconds):
+            data = request.environ["wsgi.input"].read(limit + 1 if chunked else length)
+    except DeadlinePassed:
+        raise ApiError(f"The request body did not arrive within {seconds:g} s", status=408) from None
     except ParseException:
         raise BadRequest("Malformed request body: the chunked encoding is broken") from None
     if len(data) > limit:
@@ -26,5 +39,5 @@ def bound_chunked_body() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Bound chunked bodies before any view reads them."""
-    app.before_request(bound_chunked_body)
+    """Read bodies before any view does."""
+    app.before_request(read_body_in_time)
