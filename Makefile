@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-memory bench-slow-model bench-slow-clients bench-recall bench-vectors clean
+.PHONY: run test bench bench-memory bench-slow-model bench-slow-clients bench-extraction bench-recall bench-vectors clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -51,6 +51,10 @@ bench-slow-model: $(VENV)/.installed-bench
 # the gthread baseline (4 minutes).
 bench-slow-clients: $(VENV)/.installed-bench
 	$(BIN)/python bench/slow_clients.py $(BENCH_ARGS)
+
+# Memory extraction: sends per second with it off and on, 201-to-memory delay, jobs per second (2 minutes).
+bench-extraction: $(VENV)/.installed-bench
+	$(BIN)/python bench/extraction.py $(BENCH_ARGS)
 
 # Recall quality on LoCoMo (../shared/data/locomo) through the real API, beside BM25 over the same texts (minutes).
 bench-recall: $(VENV)/.installed-bench

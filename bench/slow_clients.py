@@ -46,8 +46,8 @@ class Siege:
         """Keep one slow socket open until `stop`."""
         while not stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 10)
+            except (OSError, asyncio.TimeoutError):
                 self.refused += 1
                 await asyncio.sleep(0.5)
                 continue
@@ -78,6 +78,9 @@ class Siege:
         slots = [asyncio.ensure_future(self.slot(stop)) for _ in range(self.count)]
         await asyncio.sleep(seconds)
         stop.set()
+        _, stuck = await asyncio.wait(slots, timeout=15)
+        for slot in stuck:  # e.g. a connect the server never took
+            slot.cancel()
         await asyncio.gather(*slots, return_exceptions=True)
 
 

@@ -40,10 +40,12 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.token = token
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict | list | None]:
+    def request(self, method: str, path: str, body: dict | None = None,
+                token: str | None = None) -> tuple[int, dict | list | None]:
+        """One request with the client's token (or `token`); (status, parsed body)."""
         headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if token or self.token:
+            headers["Authorization"] = f"Bearer {token or self.token}"
         self.connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         response = self.connection.getresponse()
         raw = response.read()

@@ -1,4 +1,4 @@
-"""The `memlayer` command: serve, migrate, embed, models, db-url, db-stop."""
+"""The `memlayer` command: serve, worker, migrate, embed, models, db-url, db-stop."""
 
 import logging
 import os
@@ -14,7 +14,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from memlayer import config
+from memlayer.app import create_app
 from memlayer.assistant import catalog
+from memlayer.assistant.worker import Worker
 from memlayer.memory.embeddings import backfill
 from memlayer.providers.embeddings import EmbeddingsClient
 from memlayer.storage.db import create_pool, sql, transaction
@@ -60,7 +62,9 @@ def serve(bind: str, workers: int) -> None:
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
     server = subprocess.Popen(command, env=env)
-    code = _run_until_stopped(server, deadline=config.graceful_timeout(settings) + 15)
+    # One job worker beside gunicorn, so that one command runs everything (more go anywhere: `memlayer worker`).
+    jobs = JobWorkerProcess(env)
+    code = _run_until_stopped(server, jobs, deadline=config.graceful_timeout(settings) + 15)
     logger.info("server stopped")
     # Leaving this process stops the embedded PostgreSQL it started (if any).
     sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
@@ -116,12 +120,44 @@ def _prepare_when_reachable(settings) -> None:
         return
 
 
-def _run_until_stopped(server: subprocess.Popen, *, deadline: float) -> int:
+class JobWorkerProcess:
+    """`memlayer worker` as a child of serve: restarted if it dies, stopped with the server."""
+
+    RESTART_SECONDS = 1.0
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "memlayer", "worker"], env=self.env)
+
+    def keep_alive(self) -> None:
+        """Start it again if it exited (a crash, or a kill): queued jobs wait for it, none is lost."""
+        if self.process.poll() is not None:
+            logger.warning("job worker exited with %s; starting another", self.process.returncode)
+            time.sleep(self.RESTART_SECONDS)
+            self.process = self._start()
+
+    def stop(self, deadline: float) -> None:
+        """SIGTERM (it finishes its jobs first), and SIGKILL after `deadline` seconds."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            logger.error("job worker did not stop within %.0f s; killing it", deadline)
+            self.process.kill()
+            self.process.wait()
+
+
+def _run_until_stopped(server: subprocess.Popen, jobs: JobWorkerProcess, *, deadline: float) -> int:
     """Wait for gunicorn; on SIGINT/SIGTERM pass the signal on until it exits, then return its exit code.
 
     The signal is repeated every couple of seconds: a master that misses one (seen once with
     gunicorn 27 on a loaded machine) would otherwise keep serving and leave Ctrl-C hanging.
     After `deadline` seconds (longer than gunicorn's graceful timeout) it is killed, so `serve` always ends.
+    The job worker is kept running meanwhile, and stopped once gunicorn has.
     """
     stop: dict = {}
 
@@ -139,11 +175,37 @@ def _run_until_stopped(server: subprocess.Popen, *, deadline: float) -> int:
                 server.kill()
             else:
                 server.send_signal(stop["signal"])
+                jobs.process.terminate()  # stops alongside: its jobs finish while gunicorn drains
                 stop["resend_at"] = time.monotonic() + RESEND_STOP_SECONDS
+        elif not stop:
+            jobs.keep_alive()
         try:
-            return server.wait(timeout=0.5)
+            code = server.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             continue
+        jobs.stop(max(1.0, stop.get("deadline", time.monotonic() + deadline) - time.monotonic()))
+        return code
+
+
+@main.command()
+@click.option("--threads", envvar="MEMLAYER_WORKER_THREADS", type=click.IntRange(min=1, max=256), default=None,
+              help="Jobs run at once (env MEMLAYER_WORKER_THREADS, default 4).")
+def worker(threads: int | None) -> None:
+    """Run queued background jobs (memory extraction) until SIGTERM or Ctrl-C; each running job finishes first."""
+    try:
+        app = create_app({"WORKER_THREADS": threads} if threads else None)
+    except config.ConfigError as error:
+        raise click.ClickException(f"cannot start: {error}") from None
+    jobs = Worker(app, int(app.config["WORKER_THREADS"]))
+    signal.signal(signal.SIGTERM, lambda signum, frame: jobs.stop())
+    signal.signal(signal.SIGINT, lambda signum, frame: jobs.stop())
+    jobs.start()
+    logger.info("job worker started (%d threads)", len(jobs.threads))
+    while any(thread.is_alive() for thread in jobs.threads):
+        for thread in jobs.threads:
+            thread.join(timeout=0.5)  # short waits, so the signal handlers run
+    app.extensions["memlayer.pool"].close()
+    logger.info("job worker stopped")
 
 
 @main.command()

@@ -75,6 +75,17 @@ class Defaults:
     EMBEDDING_API_KEY = None
     EMBEDDING_TIMEOUT = 2.0  # seconds a send waits for its vector before recalling lexically without it
 
+    # Memories that write themselves: after each exchange answered by a real model, `memlayer worker` asks
+    # a model which facts to add, update or delete. "off": never; the offline responder never extracts.
+    MEMORY_EXTRACTION = "auto"
+    MEMORY_MODEL = None  # the model extraction asks (served by the chat provider); None: the chat's own model
+    MEMORY_EXTRACTION_TURNS = 6  # earlier messages of the chat shown with the new one
+    MEMORY_EXTRACTION_MEMORIES = 10  # existing memories most like the message, shown to be updated or deleted
+    WORKER_THREADS = 4  # jobs one `memlayer worker` runs at once
+    JOB_MAX_ATTEMPTS = 5  # then a job is given up (state failed)
+    JOB_POLL_SECONDS = 0.5  # how often an idle worker looks for due jobs
+    JOB_LEASE_SECONDS = None  # how long a claimed job is its worker's; None: longer than a model call can take
+
 
 def load() -> Config:
     """Defaults overlaid with MEMLAYER_* environment variables (values parsed as JSON when they are)."""
@@ -110,6 +121,12 @@ def check(config) -> None:
     if isinstance(config["BODY_TIMEOUT"], bool) or not isinstance(config["BODY_TIMEOUT"], int | float) \
             or not 0 < config["BODY_TIMEOUT"] <= 3600:
         raise ConfigError("MEMLAYER_BODY_TIMEOUT must be a number of seconds above 0 and at most 3600")
+    if config["MEMORY_EXTRACTION"] not in ("auto", "off"):
+        raise ConfigError("MEMLAYER_MEMORY_EXTRACTION must be 'auto' or 'off'")
+    for name, low, high in (("WORKER_THREADS", 1, 256), ("JOB_MAX_ATTEMPTS", 1, 100),
+                            ("MEMORY_EXTRACTION_TURNS", 0, 50), ("MEMORY_EXTRACTION_MEMORIES", 0, 100)):
+        if not _is_whole(config[name]) or not low <= config[name] <= high:
+            raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")
     _check_rate_limits(config)
     _check_llm(config)
     _check_embeddings(config)
@@ -214,3 +231,15 @@ def cors_origins(config) -> list[str]:
     if isinstance(raw, (list, tuple)):
         return [str(origin) for origin in raw]
     return [origin.strip() for origin in str(raw).split(",") if origin.strip()]
+
+
+def job_lease_seconds(config) -> float:
+    """How long a claimed job is a worker's before another may take it: longer than a model call can last."""
+    if config["JOB_LEASE_SECONDS"] is not None:
+        return float(config["JOB_LEASE_SECONDS"])
+    return float(config["LLM_TIMEOUT"]) + float(config["EMBEDDING_TIMEOUT"]) + 30
+
+
+def extraction_enabled(config) -> bool:
+    """Whether sends queue memory extraction at all (MEMLAYER_MEMORY_EXTRACTION=auto and a model provider)."""
+    return config["MEMORY_EXTRACTION"] == "auto" and llm_base_url(config) is not None

@@ -45,11 +45,13 @@ WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL;
 
 -- name: chat_for_send(user_id, chat_id, default_model, period)^
 -- What a send needs to know first: the live chat's model (its own, or the default) with its
--- settings (NULL when that model is not in the table) and the tokens charged to the user this period.
+-- settings (NULL when that model is not in the table), the tokens charged to the user this period, and
+-- whether the user has memories extracted from their messages.
 SELECT m.name, m.provider, m.context_window, m.is_enabled,
        m.input_price_per_million, m.output_price_per_million,
        coalesce((SELECT u.tokens FROM monthly_usage u
-                 WHERE u.user_id = :user_id AND u.period = :period), 0) AS tokens_used
+                 WHERE u.user_id = :user_id AND u.period = :period), 0) AS tokens_used,
+       coalesce((SELECT u.memory_extraction FROM users u WHERE u.id = :user_id), false) AS memory_extraction
 FROM chats c
 LEFT JOIN models m ON m.name = coalesce(c.model, :default_model)
 WHERE c.id = :chat_id AND c.user_id = :user_id AND c.deleted_at IS NULL;

@@ -57,21 +57,38 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: memory_history(user_id, memory_id)
--- Every version of one memory of this user, oldest first.
-SELECT event, key, content, at
+-- Every version of one memory of this user, oldest first, with where it came from.
+SELECT event, key, content, at, source, message_id
 FROM memory_events
 WHERE memory_id = :memory_id AND user_id = :user_id
 ORDER BY id;
 
--- name: delete_memory(user_id, memory_id)!
--- Forget one memory of this user, with its history.
-DELETE FROM memories
-WHERE id = :memory_id AND user_id = :user_id;
+-- name: delete_memory(user_id, memory_id)$
+-- Forget one memory of this user, with its history (1, or 0 when there is none); the time is kept so that
+-- a late extraction job of an older message does not write back what the user removed.
+WITH forgotten AS (
+    DELETE FROM memories
+    WHERE id = :memory_id AND user_id = :user_id
+    RETURNING id
+), stamped AS (
+    UPDATE users
+    SET memories_forgotten_at = now()
+    WHERE id = :user_id AND EXISTS (SELECT FROM forgotten)
+)
+SELECT count(*) FROM forgotten;
 
--- name: delete_all_memories(user_id)!
--- Forget every memory of this user, with their history.
-DELETE FROM memories
-WHERE user_id = :user_id;
+-- name: delete_all_memories(user_id)$
+-- Forget every memory of this user, with their history; how many (and keep the time, as delete_memory does).
+WITH forgotten AS (
+    DELETE FROM memories
+    WHERE user_id = :user_id
+    RETURNING id
+), stamped AS (
+    UPDATE users
+    SET memories_forgotten_at = now()
+    WHERE id = :user_id AND EXISTS (SELECT FROM forgotten)
+)
+SELECT count(*) FROM forgotten;
 
 -- name: recall(user_id, text, window_chat_id, window_start_seq, limit, model, embedding)
 -- The user's past words (user messages in live chats) and memories most relevant to a text, best first:
@@ -223,3 +240,35 @@ FROM (
     LIMIT :limit
 ) AS r
 ORDER BY r.score DESC, r.created_at DESC, r.id;
+
+-- name: add_extracted_memory(user_id, content, message_id)^
+-- A memory extraction learned from one of the user's messages, logged with that message as its source.
+WITH saved AS (
+    INSERT INTO memories (user_id, content)
+    VALUES (:user_id, :content)
+    RETURNING id, content
+), logged AS (
+    INSERT INTO memory_events (memory_id, user_id, event, content, source, message_id)
+    SELECT id, :user_id, 'created', content, 'extraction', :message_id
+    FROM saved
+)
+SELECT id, NULL::text AS key, content FROM saved;
+
+-- name: update_extracted_memory(user_id, memory_id, content, message_id)^
+-- Extraction restates a memory of this user (same id, key kept); logged with the message it came from.
+WITH changed AS (
+    UPDATE memories
+    SET content = :content, updated_at = now()
+    WHERE id = :memory_id AND user_id = :user_id
+    RETURNING id, key, content
+), logged AS (
+    INSERT INTO memory_events (memory_id, user_id, event, key, content, source, message_id)
+    SELECT id, :user_id, 'updated', key, content, 'extraction', :message_id
+    FROM changed
+)
+SELECT id, key, content FROM changed;
+
+-- name: delete_extracted_memory(user_id, memory_id)!
+-- Extraction found a memory of this user no longer true: forget it with its history.
+DELETE FROM memories
+WHERE id = :memory_id AND user_id = :user_id;

@@ -21,10 +21,17 @@ DELETE FROM users
 WHERE id = :user_id;
 
 -- name: get_user(user_id)^
--- The public profile of one user.
-SELECT id, email, created_at
+-- The public profile of one user, with their settings.
+SELECT id, email, created_at, memory_extraction
 FROM users
 WHERE id = :user_id;
+
+-- name: update_settings(user_id, memory_extraction)^
+-- Change the user's settings (NULL: leave as it is); the profile after the change.
+UPDATE users
+SET memory_extraction = coalesce(:memory_extraction, memory_extraction)
+WHERE id = :user_id
+RETURNING id, email, created_at, memory_extraction;
 
 -- name: upgrade_password_hash(user_id, old_hash, new_hash)!
 -- Replace a hash made with older parameters, unless the password changed meanwhile.

@@ -45,7 +45,8 @@ def populate(client) -> dict:
 def test_every_table_is_covered(db):
     vectors = {"embeddings"} if db.execute("SELECT to_regclass('embeddings')").fetchone()[0] else set()
     assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens",
-                                           "monthly_usage", "idempotency_keys", "recall_terms", "recall_totals"} | vectors
+                                           "monthly_usage", "idempotency_keys", "recall_terms", "recall_totals",
+                                           "memory_jobs", "memory_usage"} | vectors
 
 
 def give_vectors(db, user_id) -> None:
@@ -56,10 +57,19 @@ def give_vectors(db, user_id) -> None:
                    [user_id])
 
 
+def give_extraction_rows(db, user_id) -> None:
+    """An extraction job per user message and a billed extraction (as sends to a real model and the worker make)."""
+    db.execute("INSERT INTO memory_jobs (user_id, message_id) "
+               "SELECT user_id, id FROM messages WHERE user_id = %s AND role = 'user'", [user_id])
+    db.execute("INSERT INTO memory_usage (user_id, model, prompt_tokens, completion_tokens) VALUES (%s, 'm', 1, 1)",
+               [user_id])
+
+
 def test_deleting_the_account_leaves_no_row_of_the_user_anywhere(client, db):
     user, bystander = populate(client), populate(client)
-    give_vectors(db, user["id"])
-    give_vectors(db, bystander["id"])
+    for someone in (user, bystander):
+        give_vectors(db, someone["id"])
+        give_extraction_rows(db, someone["id"])
     assert all(count > 0 for count in rows_of(db, user["id"]).values())
     before = rows_of(db, bystander["id"])
 

@@ -70,15 +70,35 @@ def test_serve_repeats_a_lost_stop_signal_until_gunicorn_exits():
     )], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    jobs = SleepingJobWorker({})
     threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGTERM]).start()
     try:
         started = time.monotonic()
-        code = cli._run_until_stopped(child, deadline=45)
+        code = cli._run_until_stopped(child, jobs, deadline=45)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     assert code == 0
     assert time.monotonic() - started < cli.RESEND_STOP_SECONDS + 3
+    assert jobs.process.poll() is not None  # the job worker stopped with the server
+
+
+class SleepingJobWorker(cli.JobWorkerProcess):
+    """A stand-in for `memlayer worker` that only waits to be stopped."""
+
+    def _start(self):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_serve_starts_its_job_worker_again_when_it_dies():
+    jobs = SleepingJobWorker({})
+    first = jobs.process
+    first.kill()
+    first.wait()
+    jobs.keep_alive()
+    assert jobs.process is not first and jobs.process.poll() is None
+    jobs.stop(deadline=5)
+    assert jobs.process.poll() is not None
 
 
 def test_a_database_found_unfit_after_start_stops_the_server(monkeypatch, caplog):

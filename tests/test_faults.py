@@ -303,6 +303,14 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def is_gunicorn(pid: int) -> bool:
+    """Whether the process runs gunicorn (serve's other child is its job worker)."""
+    try:
+        return b"gunicorn" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def test_a_worker_killed_mid_request_is_respawned_and_the_retry_with_its_key_writes_once(owned_pg, provider):
     provider.script(Reply("slow answer", delay=3.0))
     server = serve(owned_pg, workers=1, MEMLAYER_LLM_BASE_URL=provider.url, MEMLAYER_LLM_MODEL="fake-model",
@@ -317,7 +325,7 @@ def test_a_worker_killed_mid_request_is_respawned_and_the_retry_with_its_key_wri
             first=request(server.base, "POST", path, {"content": "survive this"}, token, headers)))
         sender.start()
         assert provider.wait_for(lambda: provider.in_flight == 1, timeout=10)
-        (master,) = children_of(server.process.pid)
+        (master,) = [pid for pid in children_of(server.process.pid) if is_gunicorn(pid)]
         (worker,) = children_of(master)
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()

@@ -48,8 +48,9 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEMLAYER_")}
+        # Extraction off unless a test turns it on: its model calls would take the replies a test scripted.
         env.update({"MEMLAYER_BIND": f"127.0.0.1:{self.port}", "MEMLAYER_PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-                    "MEMLAYER_METRICS_TOKEN": OPERATOR_TOKEN})
+                    "MEMLAYER_METRICS_TOKEN": OPERATOR_TOKEN, "MEMLAYER_MEMORY_EXTRACTION": "off"})
         env.update(env_overrides)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "memlayer", "serve", "--workers", str(workers)],

@@ -114,3 +114,32 @@ def test_slow_model_calls_do_not_hold_up_other_requests(database_url, provider, 
     finally:
         code, output = server.interrupt()
     assert code == 0, output
+
+
+def answer_by_kind(handler, body):
+    """The fake model: a reply to a chat, one fact to an extraction (whichever job asks)."""
+    if "response_format" in body:
+        fact = {"op": "add", "id": None, "content": "User's sister is called Lucia"}
+        return Reply(json.dumps({"operations": [fact]}))(handler, body)
+    return Reply("Nice to know.")(handler, body)
+
+
+def test_serve_runs_a_job_worker_beside_gunicorn_that_writes_memories(database_url, provider):
+    provider.default = answer_by_kind
+    server = Server({"MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_LLM_BASE_URL": provider.url,
+                     "MEMLAYER_LLM_MODEL": "fake-model", "MEMLAYER_JOB_POLL_SECONDS": "0.1",
+                     "MEMLAYER_MEMORY_EXTRACTION": "auto"}, workers=1)
+    try:
+        server.wait_ready()
+        token, chat_id = sign_up(server.base, "remembered@example.com")
+        status, _, _ = call(server.base, "POST", f"/chats/{chat_id}/messages", {"content": "My sister is Lucia."}, token)
+        assert status == 201
+        deadline, memories = time.monotonic() + 15, []
+        while time.monotonic() < deadline and not memories:
+            memories = call(server.base, "GET", "/memories", token=token)[2]
+            time.sleep(0.1)
+        assert [m["content"] for m in memories] == ["User's sister is called Lucia"]
+    finally:
+        code, output = server.interrupt()
+    assert code == 0, output
+    assert "job worker started" in output and "job worker stopped" in output

@@ -11,6 +11,7 @@ import psycopg
 from memlayer import config as settings
 from memlayer.assistant import quota
 from memlayer.assistant.catalog import ChatModel, chat_model
+from memlayer.assistant.responders import OFFLINE
 from memlayer.memory.context import ContextSettings, assemble_context
 from memlayer.memory.embeddings import Vector, store_message_vector
 from memlayer.providers.replies import Reply
@@ -34,6 +35,7 @@ class Turn:
     context: list[dict]
     quota: int | None
     vector: Vector | None = None  # the message's embedding, stored with it when there is one
+    extract: bool = False  # queue memory extraction for the message when it is stored
 
 
 def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config,
@@ -52,7 +54,9 @@ def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.
     context_settings = ContextSettings.from_config(config).within(model.context_window)
     context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=context_settings,
                                vector=vector)
-    return Turn(user_id, chat_id, content, model, context, monthly_quota, vector)
+    # A real model answers, extraction is on here and the user has not turned it off.
+    extract = model.provider != OFFLINE and settings.extraction_enabled(config) and row["memory_extraction"]
+    return Turn(user_id, chat_id, content, model, context, monthly_quota, vector, extract)
 
 
 def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
@@ -60,6 +64,7 @@ def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
 
     One statement (sql/messages.sql store_exchange): the chat's row lock keeps each pair adjacent, and the
     usage counter's row lock keeps the quota under concurrency (429, nothing stored, when it was reached).
+    The message's extraction job is queued in the same transaction: a rolled-back send leaves no job.
     """
     now = quota.utc_now()
     row = sql.messages.store_exchange(
@@ -74,4 +79,6 @@ def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
     user_message_id = row.pop("user_message_id")
     if turn.vector is not None:
         store_message_vector(conn, user_id=turn.user_id, message_id=user_message_id, vector=turn.vector)
+    if turn.extract:
+        sql.jobs.enqueue_extraction(conn, user_id=turn.user_id, message_id=user_message_id)
     return row

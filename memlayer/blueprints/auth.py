@@ -7,7 +7,7 @@ from memlayer.auth.passwords import hash_password, needs_rehash, verify_password
 from memlayer.auth.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web.errors import Conflict, NotFound, Unauthorized
-from memlayer.web.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, load_body
+from memlayer.web.schemas import LoginSchema, RegisterSchema, TokenSchema, UserSchema, UserUpdateSchema, load_body
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -15,6 +15,7 @@ _register = RegisterSchema()
 _login = LoginSchema()
 _tokens = TokenSchema()
 _user = UserSchema()
+_user_update = UserUpdateSchema()
 
 
 @bp.post("/register")
@@ -93,6 +94,20 @@ def me():
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
             user = sql.users.get_user(conn, user_id=current_user_id())
+    if user is None:
+        raise NotFound("User not found")
+    return _user.dump(user)
+
+
+@bp.patch("/me")
+@jwt_required()
+def update_me():
+    """Change the user's settings (today: whether memories are extracted from their messages)."""
+    body = load_body(_user_update)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            user = sql.users.update_settings(conn, user_id=current_user_id(),
+                                             memory_extraction=body.get("memory_extraction"))
     if user is None:
         raise NotFound("User not found")
     return _user.dump(user)

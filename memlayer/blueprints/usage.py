@@ -1,4 +1,4 @@
-"""/usage: a user's tokens and cost per model, and the monthly quota."""
+"""/usage: a user's tokens and cost per model, what memory extraction spent, and the monthly quota."""
 
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
@@ -28,9 +28,10 @@ def usage():
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
             *models, total = sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end)
+            memory = sql.usage.memory_usage_totals(conn, user_id=user_id, start=start, end=end)
             used = sql.usage.tokens_used(conn, user_id=user_id, period=quota.period_of(now)) if monthly_quota else None
     return _usage.dump({
-        "start": start, "end": end, "models": models, "total": total,
+        "start": start, "end": end, "models": models, "total": total, "memory": memory,
         "quota": None if used is None else
         {"monthly_tokens": monthly_quota, "used": used, "renews_at": quota.next_period(now)},
     })

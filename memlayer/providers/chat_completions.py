@@ -42,9 +42,12 @@ class ChatCompletionsResponder:
         )
         self.sleep = sleep  # replaceable, so tests can record the pauses instead of taking them
 
-    def reply(self, model: str, messages: list[dict]) -> Reply:
-        """Ask for the whole reply at once."""
-        response = self._send({"model": model, "messages": messages, "stream": False}, stream=False)
+    def reply(self, model: str, messages: list[dict], *, response_format: dict | None = None) -> Reply:
+        """Ask for the whole reply at once (in the shape `response_format` asks for, when given)."""
+        payload = {"model": model, "messages": messages, "stream": False}
+        if response_format is not None:
+            payload["response_format"] = response_format
+        response = self._send(payload, stream=False)
         try:
             body = response.json()
         except ValueError:

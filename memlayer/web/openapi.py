@@ -38,6 +38,7 @@ OPERATIONS: dict[str, Operation] = {
     "auth.refresh": Operation("auth", 200, schemas.TokenSchema, auth="refresh"),
     "auth.logout": Operation("auth", 204, auth="any"),
     "auth.me": Operation("auth", 200, schemas.UserSchema),
+    "auth.update_me": Operation("auth", 200, schemas.UserSchema, body=schemas.UserUpdateSchema, errors=(404, 422)),
     "chats.list_chats": Operation("chats", 200, schemas.ChatSchema, many=True, paginated=True),
     "chats.create_chat": Operation("chats", 201, schemas.ChatSchema, body=schemas.ChatCreateSchema, errors=(422,),
                                    idempotent=True, body_required=False),

@@ -85,6 +85,21 @@ class PatchSchema(Schema):
             raise ValidationError(f"Give at least one of: {', '.join(self.fields)}.", "_schema")
 
 
+class Flag(fields.Boolean):
+    """JSON true or false, nothing else (not 0, 1, "yes" or "false")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise ValidationError("Must be true or false.")
+        return value
+
+
+class UserUpdateSchema(PatchSchema):
+    """Body of PATCH /auth/me: the user's settings."""
+
+    memory_extraction = Flag(metadata={"description": "false: no memories are extracted from your messages"})
+
+
 class ChatCreateSchema(Schema):
     """Body of POST /chats: both optional; no model (or null) means the service's default model."""
 
@@ -213,6 +228,8 @@ class UserSchema(Schema):
     id = fields.UUID(required=True)
     email = fields.String(required=True)
     created_at = fields.AwareDateTime(required=True)
+    memory_extraction = fields.Boolean(
+        required=True, metadata={"description": "Whether memories are extracted from this user's messages"})
 
 
 class ChatSchema(Schema):
@@ -292,13 +309,24 @@ class QuotaSchema(Schema):
     renews_at = fields.AwareDateTime(required=True)
 
 
+class MemoryUsageSchema(Schema):
+    """Tokens and cost that memory extraction spent over a time range (counted in the quota too)."""
+
+    extractions = fields.Integer(required=True)
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    total_tokens = fields.Integer(required=True)
+    cost = fields.Float(required=True)
+
+
 class UsageSchema(Schema):
-    """GET /usage: totals per model in [from, to), and the quota when one is set."""
+    """GET /usage: reply totals per model in [from, to), memory extraction's, and the quota when one is set."""
 
     start = fields.AwareDateTime(data_key="from", required=True)
     end = fields.AwareDateTime(data_key="to", required=True)
     models = fields.List(fields.Nested(ModelUsageSchema), required=True)
     total = fields.Nested(UsageTotalsSchema, required=True)
+    memory = fields.Nested(MemoryUsageSchema, required=True)
     quota = fields.Nested(QuotaSchema, required=True, allow_none=True)
 
 
@@ -319,6 +347,10 @@ class MemoryEventSchema(Schema):
     key = fields.String(required=True, allow_none=True)
     content = fields.String(required=True)
     at = fields.AwareDateTime(required=True)
+    source = fields.String(required=True, validate=validate.OneOf(["api", "extraction"]),
+                           metadata={"description": "Who wrote this version: a client, or extraction from a message"})
+    message_id = fields.UUID(required=True, allow_none=True,
+                             metadata={"description": "For extraction: the user message it was learned from"})
 
 
 class RecallItemSchema(Schema):
