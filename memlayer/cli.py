@@ -196,6 +196,8 @@ def worker(threads: int | None) -> None:
         app = create_app({"WORKER_THREADS": threads} if threads else None)
     except config.ConfigError as error:
         raise click.ClickException(f"cannot start: {error}") from None
+    # Background work yields the CPU to requests: a burst of sends delays extraction, not the sends.
+    os.nice(int(app.config["WORKER_NICE"]))
     jobs = Worker(app, int(app.config["WORKER_THREADS"]))
     signal.signal(signal.SIGTERM, lambda signum, frame: jobs.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: jobs.stop())

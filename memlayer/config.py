@@ -82,6 +82,7 @@ class Defaults:
     MEMORY_EXTRACTION_TURNS = 6  # earlier messages of the chat shown with the new one
     MEMORY_EXTRACTION_MEMORIES = 10  # existing memories most like the message, shown to be updated or deleted
     WORKER_THREADS = 4  # jobs one `memlayer worker` runs at once
+    WORKER_NICE = 10  # the worker's CPU priority below the API's (os.nice): on a shared host, requests come first
     JOB_MAX_ATTEMPTS = 5  # then a job is given up (state failed)
     JOB_POLL_SECONDS = 0.5  # how often an idle worker looks for due jobs
     JOB_LEASE_SECONDS = None  # how long a claimed job is its worker's; None: longer than a model call can take
@@ -123,7 +124,7 @@ def check(config) -> None:
         raise ConfigError("MEMLAYER_BODY_TIMEOUT must be a number of seconds above 0 and at most 3600")
     if config["MEMORY_EXTRACTION"] not in ("auto", "off"):
         raise ConfigError("MEMLAYER_MEMORY_EXTRACTION must be 'auto' or 'off'")
-    for name, low, high in (("WORKER_THREADS", 1, 256), ("JOB_MAX_ATTEMPTS", 1, 100),
+    for name, low, high in (("WORKER_THREADS", 1, 256), ("JOB_MAX_ATTEMPTS", 1, 100), ("WORKER_NICE", 0, 19),
                             ("MEMORY_EXTRACTION_TURNS", 0, 50), ("MEMORY_EXTRACTION_MEMORIES", 0, 100)):
         if not _is_whole(config[name]) or not low <= config[name] <= high:
             raise ConfigError(f"MEMLAYER_{name} must be a whole number from {low} to {high}")

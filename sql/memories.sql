@@ -272,3 +272,34 @@ SELECT id, key, content FROM changed;
 -- Extraction found a memory of this user no longer true: forget it with its history.
 DELETE FROM memories
 WHERE id = :memory_id AND user_id = :user_id;
+
+-- name: similar_memories(user_id, text, limit, model, embedding)
+-- The user's memories most like a text, best first, for memory extraction to show: those sharing a word
+-- with it (ts_rank_cd over an OR of its lexemes, already stemmed, so matched as they are) and, with a
+-- query vector, the nearest in meaning; fused as recall fuses them (lexical rank over the best one, plus
+-- 0.8 x cosine similarity). Only the memories table and its own index: cheap beside a full recall.
+WITH words AS (
+    SELECT to_tsquery('simple', string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''',
+                                           ' | ')) AS query
+    FROM unnest(tsvector_to_array(to_tsvector('english', :text))) AS lexeme
+), lexical AS (
+    SELECT m.id, ts_rank_cd(m.search_vector, words.query) AS rank
+    FROM memories AS m, words
+    WHERE m.user_id = :user_id AND words.query IS NOT NULL AND m.search_vector @@ words.query
+    ORDER BY rank DESC
+    LIMIT 50
+), nearest AS (
+    SELECT n.item_id AS id, n.similarity
+    FROM recall_nearest(:user_id, :model, :embedding, 100) AS n
+    JOIN memories AS m ON m.id = n.item_id AND m.user_id = :user_id
+), fused AS (
+    SELECT coalesce(l.id, n.id) AS id,
+           coalesce(l.rank / nullif(max(l.rank) OVER (), 0), 0) + 0.8 * coalesce(n.similarity, 0) AS score
+    FROM lexical AS l
+    FULL JOIN nearest AS n ON n.id = l.id
+)
+SELECT m.id, m.key, m.content
+FROM fused
+JOIN memories AS m ON m.id = fused.id
+ORDER BY fused.score DESC, m.created_at DESC, m.id
+LIMIT :limit;

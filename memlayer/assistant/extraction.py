@@ -19,7 +19,7 @@ from memlayer.assistant import quota
 from memlayer.assistant.catalog import ChatModel, chat_model, is_usable
 from memlayer.assistant.responders import OPENAI, available_providers, responder_for
 from memlayer.memory.embeddings import embed_memory, embed_quietly, embedder
-from memlayer.memory.recall import recall
+from memlayer.memory.recall import similar_memories
 from memlayer.providers.replies import Reply
 from memlayer.storage.db import get_pool, sql
 from memlayer.web.schemas import MAX_MEMORY_LENGTH
@@ -27,7 +27,6 @@ from memlayer.web.schemas import MAX_MEMORY_LENGTH
 logger = logging.getLogger(__name__)
 
 MAX_OPERATIONS = 20  # more than a message can teach; the rest of a longer answer is dropped
-RECALL_POOL = 50  # items recalled to find the memories among them
 
 OPERATIONS_JSON_SCHEMA = {
     "type": "object",
@@ -130,8 +129,8 @@ def run_extraction(job: ClaimedJob) -> str:
             limit=int(config["MEMORY_EXTRACTION_TURNS"])))[::-1]
     vector = embed_quietly(source["content"])  # no connection held: the provider may be slow
     with get_pool().connection() as conn, conn.transaction():
-        items = recall(conn, user_id=job.user_id, text=source["content"], limit=RECALL_POOL, vector=vector)
-    memories = [item for item in items if item["source"] == "memory"][: int(config["MEMORY_EXTRACTION_MEMORIES"])]
+        memories = similar_memories(conn, user_id=job.user_id, text=source["content"], vector=vector,
+                                    limit=int(config["MEMORY_EXTRACTION_MEMORIES"]))
     shown = {f"m{n}": memory["id"] for n, memory in enumerate(memories, start=1)}
     prompt = extraction_prompt(source, turns, memories)
 

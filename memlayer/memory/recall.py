@@ -26,3 +26,14 @@ def recall(
               "model": vector.model if vector else None, "embedding": vector.literal if vector else None}
     return conn.execute(sql.memories.recall.sql, params, prepare=False).fetchall()
 
+
+
+def similar_memories(conn: psycopg.Connection, *, user_id: UUID, text: str, limit: int,
+                     vector: Vector | None = None) -> list[dict]:
+    """The user's memories most like `text` (by words, and by meaning with its vector), best first.
+
+    Unprepared for the same reason as recall: the plan should fit this user's own statistics.
+    """
+    params = {"user_id": user_id, "text": text, "limit": limit,
+              "model": vector.model if vector else None, "embedding": vector.literal if vector else None}
+    return conn.execute(sql.memories.similar_memories.sql, params, prepare=False).fetchall()
