@@ -3,9 +3,11 @@
     make bench-recall                  # the conversations in ../shared/data/locomo
     make bench-recall BENCH_ARGS="--data DIR"
 
-Each conversation becomes one user, each session one chat; every turn is sent in order through the
-real API (`memlayer serve`, no model configured) as that user's message "<speaker>: <text>" (with
-" [shares a photo: <caption>]" when the turn has one). Every question with evidence, category 5
+Each conversation becomes one user, each session one chat, imported through the real API
+(`memlayer serve`, no model configured; POST /chats/import) with the session's own date, every turn in
+order as that user's message "<speaker>: <text>" (with " [shares a photo: <caption>]" when the turn has
+one). `--compare-sending` also runs the lexical system with every turn sent as a message (stamped with
+today's date, as before the import existed), to show what real dates change. Every question with evidence, category 5
 (adversarial, no answer in the dialogue) left out, is asked of GET /memories/search?limit=50. The
 ranked message ids map back to the turns' dia_ids, and the same texts are ranked by rank_bm25 for the
 baseline. Then the same again with embeddings on: a local OpenAI-compatible embeddings server
@@ -22,7 +24,7 @@ import platform
 import re
 import time
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -126,12 +128,40 @@ class Scores:
         return out
 
 
-def load_into_memlayer(service: Service, conversation: dict) -> tuple[str, dict]:
-    """Register the conversation's user, send every turn; return (token, message id -> dia_id)."""
+def session_time(text: str) -> datetime:
+    """A session's date as LoCoMo writes it ("1:56 pm on 8 May, 2023"), in UTC."""
+    return datetime.strptime(text, "%I:%M %p on %d %B, %Y").replace(tzinfo=timezone.utc)
+
+
+def import_into_memlayer(service: Service, conversation: dict) -> tuple[str, dict]:
+    """Register the conversation's user, import each session as a chat with its date (a turn a minute);
+    return (token, message id -> dia_id)."""
+    token = register(service, conversation)
+    ids = {}
+    for key, when, turns in conversation["sessions"]:
+        began = session_time(when)
+        messages = [{"role": "user", "content": turn_text(turn), "created_at": (began + timedelta(minutes=n)).isoformat()}
+                    for n, turn in enumerate(turns)]
+        status, chat = service.request("POST", "/chats/import", {"title": f"{key} ({when})", "messages": messages},
+                                       token)
+        assert status == 201, (status, chat)
+        stored = all_messages(service, chat["id"], token)
+        assert len(stored) == len(turns)
+        ids.update({message["id"]: turn["dia_id"] for message, turn in zip(stored, turns)})
+    return token, ids
+
+
+def register(service: Service, conversation: dict) -> str:
+    """The conversation's user, registered; their access token."""
     email = f"locomo-{conversation['name']}@example.com"
     status, tokens = service.request("POST", "/auth/register", {"email": email, "password": PASSWORD})
     assert status == 201, (status, tokens)
-    token = tokens["access_token"]
+    return tokens["access_token"]
+
+
+def send_into_memlayer(service: Service, conversation: dict) -> tuple[str, dict]:
+    """Register the conversation's user, send every turn (stamped now); return (token, message id -> dia_id)."""
+    token = register(service, conversation)
     ids = {}
     for key, when, turns in conversation["sessions"]:
         status, chat = service.request("POST", "/chats", {"title": f"{key} ({when})"}, token)
@@ -171,13 +201,14 @@ def ask_memlayer(service: Service, conversation: dict, token: str, dia_of: dict,
         scores.add(qa["category"], qa["evidence"], [dia_of.get(item["id"]) for item in items])
 
 
-def run_memlayer(conversations: list[dict], database: str, env: dict | None = None) -> tuple["Scores", dict]:
+def run_memlayer(conversations: list[dict], database: str, env: dict | None = None, *,
+                 load=import_into_memlayer) -> tuple["Scores", dict]:
     """Load every conversation into a fresh `memlayer serve` and ask its questions; (scores, search latency)."""
     scores, latencies = Scores(), []
     service = Service(fresh_database(database), env)
     try:
         for conversation in conversations:
-            token, dia_of = load_into_memlayer(service, conversation)
+            token, dia_of = load(service, conversation)
             ask_memlayer(service, conversation, token, dia_of, scores, latencies)
             print(f"  {conversation['name']}: {len(dia_of)} turns, {len(conversation['questions'])} questions", flush=True)
     finally:
@@ -208,6 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of LoCoMo conversation files")
     parser.add_argument("--lexical-only", action="store_true", help="skip the runs with embeddings")
+    parser.add_argument("--compare-sending", action="store_true",
+                        help="also load every turn by sending it (today's date), lexical only")
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -215,6 +248,10 @@ def main() -> None:
     systems, timings = {}, {}
     print("MemLayer, no model configured:", flush=True)
     systems["MemLayer"], timings["MemLayer"] = run_memlayer(conversations, DATABASE)
+    if args.compare_sending:
+        print("MemLayer, no model configured, every turn sent (dated today):", flush=True)
+        systems["MemLayer, turns sent"], timings["MemLayer, turns sent"] = run_memlayer(
+            conversations, DATABASE + "_sent", load=send_into_memlayer)
     model = MiniLM()
     if not args.lexical_only:
         server = EmbeddingServer(model)

@@ -1,5 +1,6 @@
-"""The `memlayer` command: serve, worker, migrate, embed, models, db-url, db-stop."""
+"""The `memlayer` command: serve, worker, migrate, embed, export, import, models, db-url, db-stop."""
 
+import json
 import logging
 import os
 import signal
@@ -7,22 +8,34 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 import psycopg
+from marshmallow import ValidationError
 from psycopg.rows import dict_row
 
 from memlayer import config
 from memlayer.app import create_app
 from memlayer.assistant import catalog
+from memlayer.assistant.archive import (
+    EXPORT_FORMAT,
+    export_document,
+    import_conversation,
+    import_memory,
+    queue_extraction,
+)
+from memlayer.assistant.chatgpt import convert, is_chatgpt_export
 from memlayer.assistant.worker import Worker
 from memlayer.memory.embeddings import backfill
 from memlayer.providers.embeddings import EmbeddingsClient
-from memlayer.storage.db import create_pool, sql, transaction
+from memlayer.storage.db import create_pool, get_pool, retrying, sql, transaction
 from memlayer.storage.embedded import resolve_database_url, stop_embedded
 from memlayer.storage.migrate import apply_migrations
 from memlayer.web.logs import configure_logging
+from memlayer.web.schemas import ChatImportSchema, ImportMemorySchema
 
 logger = logging.getLogger(__name__)
 
@@ -339,3 +352,117 @@ def db_stop() -> None:
     """Stop the embedded PostgreSQL that `db-url` left running."""
     stopped = stop_embedded(config.load()["DATA_DIR"])
     click.echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+
+
+def _user_id_of(email: str):
+    """The id of the account with this email (the caller holds an app context); a one-line error if none."""
+    with get_pool().connection() as conn, conn.transaction():
+        user = sql.users.get_user_by_email(conn, email=email)
+    if user is None:
+        raise click.ClickException(f"no account with the email {email}")
+    return user["id"]
+
+
+@main.command("export")
+@click.option("--user", "email", required=True, help="The account's email.")
+@click.option("-o", "--output", type=click.File("w", encoding="utf-8"), default="-", show_default=True,
+              help="Where to write the JSON document.")
+def export_command(email: str, output) -> None:
+    """Write everything of one account as the JSON document GET /auth/me/export serves."""
+    app = _command_app()
+    with app.app_context():
+        user_id = _user_id_of(email)
+        for piece in export_document(user_id, datetime.now(timezone.utc)):
+            output.write(piece)
+    get_pool(app).close()
+
+
+@main.command("import")
+@click.option("--user", "email", required=True, help="The account to import into.")
+@click.option("--extract", is_flag=True, help="Queue memory extraction for the imported messages too.")
+@click.argument("file", type=click.File("rb"))
+def import_command(email: str, extract: bool, file) -> None:
+    """Import a MemLayer export or ChatGPT's conversations.json; each conversation once, however often run."""
+    try:
+        document = json.load(file)
+    except (ValueError, UnicodeDecodeError):
+        raise click.ClickException(f"{file.name} is not a JSON file") from None
+    if isinstance(document, dict) and document.get("format") == EXPORT_FORMAT:
+        source = "memlayer"
+        conversations = [(str(chat.get("id", n)), chat, Counter()) for n, chat in enumerate(document.get("chats", []))]
+        memories = document.get("memories", [])
+    elif is_chatgpt_export(document):
+        source = "chatgpt"
+        conversations = [(c.source_id, c.body, c.skipped) for c in map(convert, document)]
+        memories = []
+    else:
+        raise click.ClickException("not a MemLayer export nor a ChatGPT conversations.json")
+    app = _command_app()
+    tally, skipped, problems = Counter(), Counter(), []
+    with app.app_context():
+        user_id = _user_id_of(email)
+        with click.progressbar(conversations, label="importing", show_pos=True, file=sys.stderr) as bar:
+            for source_id, body, left_out in bar:
+                outcome = _import_one(user_id, source, source_id, body, extract)
+                tally[outcome] += 1
+                if outcome == "invalid":
+                    problems.append(source_id)
+                else:
+                    skipped.update(left_out)
+                    tally["messages"] += len(body.get("messages", [])) if outcome == "imported" else 0
+        if memories:
+            tally.update(_import_memories(user_id, memories))
+    get_pool(app).close()
+    click.echo(f"imported {tally['imported']} conversations ({tally['messages']} messages), "
+               f"{tally['already']} already imported before, {tally['invalid']} refused; "
+               f"memories: {tally['memories imported']} imported, {tally['memories kept']} already there")
+    if skipped:
+        click.echo("left out: " + ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
+    for source_id in problems[:20]:
+        click.echo(f"refused (invalid): conversation {source_id}", err=True)
+
+
+def _import_one(user_id, source: str, source_id: str, body: dict, extract: bool) -> str:
+    """Import one conversation in its own transaction unless it was before: imported, already or invalid."""
+    try:
+        conversation = ChatImportSchema().load(body)
+    except ValidationError:
+        return "invalid"
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            if sql.archive.find_import(conn, user_id=user_id, source=source, source_id=source_id) is not None:
+                return "already"
+            chat = import_conversation(conn, user_id, conversation)
+            sql.archive.record_import(conn, user_id=user_id, source=source, source_id=source_id, chat_id=chat["id"])
+            if extract:
+                queue_extraction(conn, chat["id"])
+    return "imported"
+
+
+def _import_memories(user_id, memories: list) -> Counter:
+    """Import an export's memories in one transaction; ones already there (or refused) are counted as kept."""
+    counts: Counter = Counter()
+    schema = ImportMemorySchema()
+    now = datetime.now(timezone.utc)
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            counts.clear()
+            for memory in memories:
+                try:
+                    valid = schema.load(memory)
+                except ValidationError:
+                    counts["memories kept"] += 1
+                    continue
+                saved = import_memory(conn, user_id, valid, default_time=now)
+                counts["memories imported" if saved else "memories kept"] += 1
+    return counts
+
+
+def _command_app():
+    """The app for a one-off command, on the configured (or embedded) database, migrated."""
+    settings = config.load()
+    database_url = prepared_database(settings)
+    try:
+        return create_app({"DATABASE_URL": database_url, "POOL_MIN_SIZE": 1, "POOL_MAX_SIZE": 2})
+    except config.ConfigError as error:
+        raise click.ClickException(f"cannot start: {error}") from None

@@ -1,8 +1,11 @@
 """/auth: register, log in, refresh, log out, and who am I."""
 
-from flask import Blueprint
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, stream_with_context
 from flask_jwt_extended import jwt_required
 
+from memlayer.assistant.archive import export_document, export_filename
 from memlayer.auth.passwords import hash_password, needs_rehash, verify_password
 from memlayer.auth.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
 from memlayer.storage.db import get_pool, retrying, sql
@@ -85,6 +88,21 @@ def delete_me():
     if not deleted:
         raise NotFound("User not found")
     return "", 204
+
+
+@bp.get("/me/export")
+@jwt_required(fresh=True)
+def export_me():
+    """Everything of the user as one JSON download, streamed from one consistent snapshot; needs a fresh token."""
+    user_id = current_user_id()
+    for attempt in retrying():
+        with attempt, get_pool().connection() as conn, conn.transaction():
+            exists = sql.users.get_user(conn, user_id=user_id) is not None
+    if not exists:
+        raise NotFound("User not found")
+    now = datetime.now(timezone.utc)
+    return Response(stream_with_context(export_document(user_id, now)), mimetype="application/json",
+                    headers={"Content-Disposition": f"attachment; filename={export_filename(now.date())}"})
 
 
 @bp.get("/me")

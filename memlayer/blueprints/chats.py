@@ -1,4 +1,4 @@
-"""/chats: list, open, read, change (title, model) and (soft) delete a user's chats."""
+"""/chats: list, open, import, read, change (title, model) and (soft) delete a user's chats."""
 
 from datetime import datetime, timezone
 from uuid import UUID
@@ -6,19 +6,21 @@ from uuid import UUID
 from flask import Blueprint
 from flask_jwt_extended import jwt_required
 
+from memlayer.assistant.archive import import_conversation
 from memlayer.assistant.catalog import check_choice
 from memlayer.assistant.conversation import chat_not_found
 from memlayer.auth.tokens import current_user_id
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web import idempotency
 from memlayer.web.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
-from memlayer.web.schemas import ChatCreateSchema, ChatSchema, ChatUpdateSchema, load_body
+from memlayer.web.schemas import ChatCreateSchema, ChatImportSchema, ChatSchema, ChatUpdateSchema, load_body
 
 bp = Blueprint("chats", __name__, url_prefix="/chats")
 
 _chat = ChatSchema()
 _create = ChatCreateSchema()
 _update = ChatUpdateSchema()
+_import = ChatImportSchema()
 
 
 def default_title() -> str:
@@ -64,6 +66,23 @@ def create_chat():
                 chat = sql.chats.create_chat(
                     conn, user_id=user_id, title=body.get("title") or default_title(), model=body["model"]
                 )
+                response = idempotency.respond(conn, claim, _chat.dump(chat), 201)
+    return response
+
+
+@bp.post("/import")
+@jwt_required()
+def import_chat():
+    """Import one conversation with its times (and memories), in one transaction, asking no model; Idempotency-Key honoured."""
+    body = load_body(_import)
+    user_id = current_user_id()
+    claim, replay = idempotency.claim_request(user_id)
+    if replay is not None:
+        return replay
+    with idempotency.released_on_failure(claim):
+        for attempt in retrying():
+            with attempt, get_pool().connection() as conn, conn.transaction():
+                chat = import_conversation(conn, user_id, body)
                 response = idempotency.respond(conn, claim, _chat.dump(chat), 201)
     return response
 

@@ -201,6 +201,97 @@ class Instant(fields.DateTime):
         return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+MAX_IMPORT_MESSAGES = 10_000
+MAX_IMPORT_MEMORIES = 1_000
+MAX_IMPORT_HISTORY = 100
+FUTURE_TOLERANCE_SECONDS = 300  # clocks differ: a time at most this far ahead is still "now"
+
+
+class ImportUsageSchema(Schema):
+    """What an imported reply used, as an export writes it (kept, never charged again)."""
+
+    prompt_tokens = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10_000_000))
+    completion_tokens = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=10_000_000))
+    cost = fields.Float(load_default=0.0, validate=validate.Range(min=0, max=1_000_000))
+
+
+class ImportMessageSchema(Schema):
+    """One message of an imported conversation: who said it, what, and when (optional)."""
+
+    id = fields.UUID(load_only=True, metadata={"description": "Ignored (the export's id); the chat gets new ids"})
+    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    content = Text(required=True, strip=False, validate=validate.Length(max=MAX_MESSAGE_LENGTH))
+    created_at = Instant(load_default=None, metadata={"description": "Kept; missing: the previous message's time"})
+    model = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MODEL_NAME_LENGTH))
+    usage = fields.Nested(ImportUsageSchema, load_default=None, allow_none=True)
+
+
+class ImportMemoryEventSchema(Schema):
+    """One version in an imported memory's history."""
+
+    event = fields.String(required=True, validate=validate.OneOf(["created", "updated"]))
+    key = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
+    content = Text(required=True, validate=validate.Length(max=MAX_MEMORY_LENGTH))
+    at = Instant(required=True)
+    source = fields.String(load_default="import", validate=validate.OneOf(["api", "extraction", "import"]))
+    message_id = fields.UUID(load_default=None, allow_none=True, load_only=True,
+                             metadata={"description": "Ignored: the message ids of the source are not kept"})
+
+
+class ImportMemorySchema(Schema):
+    """A memory to import, optionally keyed, with its times and history as an export writes them."""
+
+    id = fields.UUID(load_only=True, metadata={"description": "Ignored (the export's id)"})
+    key = Text(load_default=None, allow_none=True, validate=validate.Length(max=MAX_MEMORY_KEY_LENGTH))
+    content = Text(required=True, validate=validate.Length(max=MAX_MEMORY_LENGTH))
+    created_at = Instant(load_default=None)
+    updated_at = Instant(load_default=None)
+    history = fields.List(fields.Nested(ImportMemoryEventSchema), load_default=list,
+                          validate=validate.Length(max=MAX_IMPORT_HISTORY))
+
+
+class ChatImportSchema(Schema):
+    """Body of POST /chats/import: one conversation in the shape an export writes a chat (plus memories)."""
+
+    id = fields.UUID(load_only=True, metadata={"description": "Ignored (the export's id)"})
+    title = Text(load_default=None, validate=validate.Length(max=MAX_TITLE_LENGTH))
+    model = Text(load_default=None, allow_none=True, load_only=True,
+                 metadata={"description": "Ignored: the imported chat answers with the service's default model"})
+    created_at = Instant(load_default=None)
+    updated_at = Instant(load_default=None, load_only=True, metadata={"description": "Ignored: the last message's"})
+    messages = fields.List(fields.Nested(ImportMessageSchema), required=True,
+                           validate=validate.Length(max=MAX_IMPORT_MESSAGES))
+    memories = fields.List(fields.Nested(ImportMemorySchema), load_default=list,
+                           validate=validate.Length(max=MAX_IMPORT_MEMORIES))
+
+    @post_load
+    def settle_times(self, data, **kwargs):
+        """Give every message a time (the previous one's, else the chat's, else now); refuse times that go
+        back or lie ahead."""
+        now = datetime.now(timezone.utc)
+        if not data["messages"]:
+            data["created_at"] = data["created_at"] or now
+            if data["created_at"].timestamp() > now.timestamp() + FUTURE_TOLERANCE_SECONDS:
+                raise ValidationError("Times must not lie in the future.", "created_at")
+            return data
+        latest = data["created_at"] or data["messages"][0]["created_at"] or now
+        errors = {}
+        for index, message in enumerate(data["messages"]):
+            given = message["created_at"]
+            if given is not None and given < latest and index > 0:
+                errors[str(index)] = {"created_at": ["Must not be earlier than the message before it."]}
+            latest = given or latest
+            message["created_at"] = latest
+        if data["created_at"] is not None and data["messages"][0]["created_at"] < data["created_at"]:
+            errors.setdefault("0", {})["created_at"] = ["Must not be earlier than the chat's created_at."]
+        if latest.timestamp() > now.timestamp() + FUTURE_TOLERANCE_SECONDS:
+            raise ValidationError("Times must not lie in the future.", "messages")
+        if errors:
+            raise ValidationError({"messages": errors})
+        data["created_at"] = data["created_at"] or data["messages"][0]["created_at"]
+        return data
+
+
 class UsageQuerySchema(Schema):
     """Query string of GET /usage: ?from=&to= (from inclusive, to exclusive; default: this month so far)."""
 
@@ -347,10 +438,84 @@ class MemoryEventSchema(Schema):
     key = fields.String(required=True, allow_none=True)
     content = fields.String(required=True)
     at = fields.AwareDateTime(required=True)
-    source = fields.String(required=True, validate=validate.OneOf(["api", "extraction"]),
+    source = fields.String(required=True, validate=validate.OneOf(["api", "extraction", "import"]),
                            metadata={"description": "Who wrote this version: a client, or extraction from a message"})
     message_id = fields.UUID(required=True, allow_none=True,
                              metadata={"description": "For extraction: the user message it was learned from"})
+
+
+class ExportSettingsSchema(Schema):
+    """An account's settings in an export."""
+
+    memory_extraction = fields.Boolean(required=True)
+
+
+class ExportAccountSchema(Schema):
+    """The account in an export."""
+
+    id = fields.UUID(required=True)
+    email = fields.String(required=True)
+    created_at = fields.AwareDateTime(required=True)
+    settings = fields.Nested(ExportSettingsSchema, required=True)
+
+
+class ExportMessageUsageSchema(Schema):
+    """What one reply used."""
+
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+    cost = fields.Float(required=True)
+
+
+class ExportMessageSchema(Schema):
+    """A message in an export."""
+
+    id = fields.UUID(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
+    content = fields.String(required=True)
+    model = fields.String(required=True, allow_none=True)
+    usage = fields.Nested(ExportMessageUsageSchema, required=True, allow_none=True)
+    created_at = fields.AwareDateTime(required=True)
+
+
+class ExportChatSchema(ChatSchema):
+    """A live chat in an export, with every message in order."""
+
+    messages = fields.List(fields.Nested(ExportMessageSchema), required=True)
+
+
+class ExportMemorySchema(MemorySchema):
+    """A memory in an export, with its whole history."""
+
+    history = fields.List(fields.Nested(MemoryEventSchema), required=True)
+
+
+class ExportTotalsSchema(Schema):
+    """Tokens and cost of one kind of model use, all time."""
+
+    messages = fields.Integer(metadata={"description": "Replies (under replies)"})
+    extractions = fields.Integer(metadata={"description": "Extractions (under memory)"})
+    total_tokens = fields.Integer(required=True)
+    cost = fields.Float(required=True)
+
+
+class ExportUsageSchema(Schema):
+    """All-time usage in an export."""
+
+    replies = fields.Nested(ExportTotalsSchema, required=True)
+    memory = fields.Nested(ExportTotalsSchema, required=True)
+
+
+class ExportSchema(Schema):
+    """GET /auth/me/export: everything of the user, as one document (streamed)."""
+
+    format = fields.String(required=True, validate=validate.OneOf(["memlayer-export"]))
+    version = fields.Integer(required=True)
+    exported_at = fields.AwareDateTime(required=True)
+    account = fields.Nested(ExportAccountSchema, required=True)
+    chats = fields.List(fields.Nested(ExportChatSchema), required=True)
+    memories = fields.List(fields.Nested(ExportMemorySchema), required=True)
+    usage = fields.Nested(ExportUsageSchema, required=True)
 
 
 class RecallItemSchema(Schema):
