@@ -19,8 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
-from werkzeug.security import generate_password_hash
 
+from memlayer.auth.passwords import make_hash
 from memory_data import TextMaker, copy_rows  # bench/ is on sys.path when run as a script
 
 PASSWORD = "bench password 1234"
@@ -122,7 +122,7 @@ def locomo_questions() -> list[str]:
 def seed(url: str, password_hash_method: str) -> Seeded:
     """Load the benchmark's users, chats, messages and memories into the (empty, migrated) database at url."""
     seeded = Seeded()
-    loader = Loader(generate_password_hash(PASSWORD, method=password_hash_method))
+    loader = Loader(make_hash(PASSWORD, password_hash_method))
     for n in range(SEND_USERS):
         user_id = loader.user(seeded.email(f"send-{n}"))
         seeded.send_users.append((user_id, loader.chat(user_id, SEND_CHAT_MESSAGES)))

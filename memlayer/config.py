@@ -33,7 +33,7 @@ class Defaults:
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=30)
     # OWASP's scrypt row N=2^15, r=8, p=3 (32 MiB per hash); werkzeug's plain "scrypt" is p=1, below every row.
     # Hashes made otherwise are upgraded at the user's next successful login.
-    PASSWORD_HASH_METHOD = "scrypt:32768:8:3"
+    PASSWORD_HASH_METHOD = "argon2id"  # OWASP's first choice (19 MiB, t=2, p=1); scrypt hashes are upgraded at login
 
     # Brute-force limits (flask-limiter syntax); in-memory counters are per worker process, so with
     # several workers or hosts point RATELIMIT_STORAGE_URI at a shared store such as redis://host:6379.
@@ -122,6 +122,9 @@ def check(config) -> None:
     if isinstance(config["BODY_TIMEOUT"], bool) or not isinstance(config["BODY_TIMEOUT"], int | float) \
             or not 0 < config["BODY_TIMEOUT"] <= 3600:
         raise ConfigError("MEMLAYER_BODY_TIMEOUT must be a number of seconds above 0 and at most 3600")
+    if not _valid_hash_method(str(config["PASSWORD_HASH_METHOD"])):
+        raise ConfigError("MEMLAYER_PASSWORD_HASH_METHOD must be 'argon2id', 'argon2id:<time>:<memory KiB>:<lanes>' "
+                          "or a werkzeug method such as 'scrypt:32768:8:3'")
     if config["MEMORY_EXTRACTION"] not in ("auto", "off"):
         raise ConfigError("MEMLAYER_MEMORY_EXTRACTION must be 'auto' or 'off'")
     for name, low, high in (("WORKER_THREADS", 1, 256), ("JOB_MAX_ATTEMPTS", 1, 100), ("WORKER_NICE", 0, 19),
@@ -131,6 +134,15 @@ def check(config) -> None:
     _check_rate_limits(config)
     _check_llm(config)
     _check_embeddings(config)
+
+
+def _valid_hash_method(method: str) -> bool:
+    if method == "argon2id":
+        return True
+    if method.startswith("argon2id:"):
+        parts = method.split(":")[1:]
+        return len(parts) == 3 and all(part.isdigit() and int(part) > 0 for part in parts) and int(parts[1]) >= 8
+    return method.startswith(("scrypt", "pbkdf2"))
 
 
 def _is_whole(value) -> bool:

@@ -22,7 +22,7 @@ from memlayer.storage.migrate import apply_migrations
 # Cheap scrypt parameters keep the suite fast; production uses the configured method.
 FAST_PASSWORD_HASH = "scrypt:1024:8:1"
 OPERATOR_TOKEN = "test-operator-token"  # what apps and servers under test take for MEMLAYER_METRICS_TOKEN
-TABLES = ("memory_jobs", "memory_usage", "idempotency_keys", "revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
+TABLES = ("chat_imports", "memory_jobs", "memory_usage", "idempotency_keys", "revoked_tokens", "monthly_usage", "memory_events", "memories", "messages", "chats", "models", "users")
 
 
 def with_database(url: str, name: str) -> str:

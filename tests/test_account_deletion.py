@@ -46,7 +46,7 @@ def test_every_table_is_covered(db):
     vectors = {"embeddings"} if db.execute("SELECT to_regclass('embeddings')").fetchone()[0] else set()
     assert set(tables_with_user_rows(db)) == {"users", "chats", "messages", "memories", "memory_events", "revoked_tokens",
                                            "monthly_usage", "idempotency_keys", "recall_terms", "recall_totals",
-                                           "memory_jobs", "memory_usage"} | vectors
+                                           "memory_jobs", "memory_usage", "chat_imports"} | vectors
 
 
 def give_vectors(db, user_id) -> None:
@@ -58,11 +58,14 @@ def give_vectors(db, user_id) -> None:
 
 
 def give_extraction_rows(db, user_id) -> None:
-    """An extraction job per user message and a billed extraction (as sends to a real model and the worker make)."""
+    """An extraction job per user message, a billed extraction (as sends to a real model and the worker make),
+    and an import record per chat (as `memlayer import` makes)."""
     db.execute("INSERT INTO memory_jobs (user_id, message_id) "
                "SELECT user_id, id FROM messages WHERE user_id = %s AND role = 'user'", [user_id])
     db.execute("INSERT INTO memory_usage (user_id, model, prompt_tokens, completion_tokens) VALUES (%s, 'm', 1, 1)",
                [user_id])
+    db.execute("INSERT INTO chat_imports (user_id, source, source_id, chat_id) "
+               "SELECT user_id, 'chatgpt', id::text, id FROM chats WHERE user_id = %s", [user_id])
 
 
 def test_deleting_the_account_leaves_no_row_of_the_user_anywhere(client, db):

@@ -25,9 +25,9 @@ def tables(url):
 
 ALL_MIGRATIONS = ["0001_initial", "0002_memory", "0003_models_usage", "0004_idempotency", "0005_gin_pending_list",
                   "0006_recall_statistics", "0007_embeddings", "0008_revoked_tokens_of_deleted_users",
-                  "0009_memory_extraction"]
+                  "0009_memory_extraction", "0010_imports"]
 ALL_TABLES = {"users", "chats", "messages", "revoked_tokens", "memories", "memory_events", "models", "monthly_usage", "idempotency_keys",
-              "recall_terms", "recall_totals", "memory_jobs", "memory_usage"}
+              "recall_terms", "recall_totals", "memory_jobs", "memory_usage", "chat_imports"}
 
 
 def has_pgvector(url) -> bool:

@@ -1,9 +1,9 @@
-"""Password hashing at OWASP's scrypt parameters with upgrade at login, and the headers every answer carries."""
+"""Password hashing with Argon2id at OWASP's parameters, upgrades at login, and the headers every answer carries."""
 
 from werkzeug.security import check_password_hash
 
 from conftest import new_user, register
-from memlayer.auth.passwords import hash_password
+from memlayer.auth.passwords import check_hash, hash_password
 from memlayer.config import Defaults
 
 
@@ -11,12 +11,24 @@ def stored_hash(db, email: str) -> str:
     return db.execute("SELECT password_hash FROM users WHERE email = %s", [email]).fetchone()[0]
 
 
-def test_the_default_is_owasps_scrypt_row_n_2_15_r_8_p_3(app):
+def test_the_default_is_argon2id_at_owasps_minimum_19_mib_t_2_p_1(app):
     app.config["PASSWORD_HASH_METHOD"] = Defaults.PASSWORD_HASH_METHOD
     with app.app_context():
         hashed = hash_password("correct horse battery")
-    assert hashed.startswith("scrypt:32768:8:3$")
-    assert check_password_hash(hashed, "correct horse battery")
+    assert hashed.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert check_hash(hashed, "correct horse battery") and not check_hash(hashed, "correct horse battery!")
+
+
+def test_an_scrypt_hash_still_logs_in_and_becomes_argon2id(app_factory, db):
+    user = register(app_factory(PASSWORD_HASH_METHOD="scrypt:1024:8:1").test_client())
+    client = app_factory(PASSWORD_HASH_METHOD="argon2id:1:1024:1").test_client()
+    assert client.post("/auth/login", json={"email": user["email"], "password": "wrong password"}).status_code == 401
+    assert stored_hash(db, user["email"]).startswith("scrypt:1024:8:1$")
+    assert client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).status_code == 200
+    upgraded = stored_hash(db, user["email"])
+    assert upgraded.startswith("$argon2id$v=19$m=1024,t=1,p=1$") and check_hash(upgraded, user["password"])
+    assert client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).status_code == 200
+    assert stored_hash(db, user["email"]) == upgraded  # upgraded once
 
 
 def test_an_older_hash_is_upgraded_at_the_next_successful_login(app_factory, db):
