@@ -51,3 +51,11 @@ def worker_exit(server, worker):
         app.extensions["memlayer.pool"].close()
         close_all(app)
         close_embeddings(app)
+
+
+def child_exit(server, worker):
+    """A worker exited: its live gauges (the pool's) leave /metrics; its counters still count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -11,6 +11,7 @@ Usage: python bench/run.py [--seconds 15] [--connections 16] [--only send pages 
 import argparse
 import json
 import os
+import platform
 import random
 import secrets
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from datetime import date
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -218,13 +220,13 @@ def scenario_login(bench: Bench) -> None:
     reader = threading.Thread(target=lambda: bench.load("GET /chats during the login burst (2 connections)", reads,
                                                         connections=2, warmup=0))
     reader.start()
-    bench.load("login (scrypt N=2^15 r=8 p=3)", logins, warmup=0)
+    bench.load(f"login ({settings.load()['PASSWORD_HASH_METHOD']})", logins, warmup=0)
     reader.join()
 
 
 def scenario_slow_model(bench: Bench) -> None:
-    """bench/slow_model.py's run at 64 threads per worker: 64 sends wait on a 2 s model, GET /chats timed."""
-    run = slow_model.run(fresh_database("memlayer_bench_slow"), threads=64, seconds=bench.seconds)
+    """bench/slow_model.py's run on the service as `make run` starts it: 64 sends wait on a 2 s model, GET /chats timed."""
+    run = slow_model.run(fresh_database("memlayer_bench_slow"), *slow_model.SERVERS[0], seconds=bench.seconds)
     loaded = run["get_chats_loaded"]
     bench.results["GET /chats while 64 sends wait on a 2 s model"] = {
         "rps": None, "p50_ms": loaded["p50_ms"], "p90_ms": loaded["p90_ms"], "p99_ms": loaded["p99_ms"],
@@ -296,7 +298,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each measured load")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (pgbench clients for the ceiling)")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run")
+    parser.add_argument("--readme-from", type=Path, help="only rewrite README.md's table from this results file")
     args = parser.parse_args()
+    if args.readme_from:
+        write_readme_section(json.loads(args.readme_from.read_text()))
+        return
 
     started = time.monotonic()
     url = fresh_database(DATABASE)
@@ -322,13 +328,42 @@ def main() -> None:
     print("\n" + table(bench.results, totals))
     out = ROOT / "bench" / "results" / f"{date.today().isoformat()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "date": date.today().isoformat(), "cpus": os.cpu_count(), "seconds": args.seconds,
+    document = {
+        "date": date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),
+        "seconds": args.seconds,
         "database": "MEMLAYER_DATABASE_URL" if os.environ.get("MEMLAYER_DATABASE_URL") else "embedded",
         "login_limit_override": LOGIN_LIMIT_OVERRIDE, "results": bench.results, "summary": totals,
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-    }, indent=2, default=str) + "\n")
+    }
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)} ({time.monotonic() - started:.0f} s in all)")
+    if args.only == list(SCENARIOS):
+        write_readme_section(json.loads(out.read_text()))
+        print("README.md's `make bench` table now shows this run")
+
+
+README_START = "<!-- make bench writes from here: the latest run's table (bench/run.py, write_readme_section) -->"
+README_END = "<!-- make bench writes up to here -->"
+
+
+def readme_section(document: dict) -> str:
+    """The README's table of a results file: when and on what it ran, the ratio first, then every scenario."""
+    totals = document["summary"]
+    ratio_line = (f"**A send runs at {totals['send_vs_ceiling']:.0%} of its ceiling** (pgbench running the send's own "
+                  "SQL, in the same run)." if totals.get("send_vs_ceiling") is not None else "")
+    where = (f"Measured {document['date']} on this project's VM: {document.get('machine', 'x86_64')}, "
+             f"{document['cpus']} CPUs shared by the service, PostgreSQL ({document['database']}) and the load "
+             f"generators; git {document.get('git') or '?'}; {document['seconds']:.0f} s per scenario. "
+             "Absolute rates move by up to a third between runs on this VM; compare ratios within one run.")
+    return "\n\n".join(part for part in (where, ratio_line, table(document["results"], totals)) if part)
+
+
+def write_readme_section(document: dict) -> None:
+    """Replace the README's `make bench` table with this run's (between the two markers)."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(text[:start] + "\n" + readme_section(document) + "\n" + text[end:])
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from memlayer.auth import tokens
 
 # `auth` is also a part (memlayer.auth): the blueprint module must not take its name in this namespace.
 from memlayer.blueprints import auth as auth_routes
-from memlayer.blueprints import chats, docs, health, memories, messages, models, usage
+from memlayer.blueprints import chats, docs, health, memories, messages, metrics, models, usage
 from memlayer.memory import embeddings
 from memlayer.storage import db
 from memlayer.storage.embedded import resolve_database_url
 from memlayer.web import bodies, errors, headers, logs, ratelimit
+from memlayer.web import metrics as request_metrics
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -98,7 +99,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
         max_age=600,
     )
-    for blueprint in (auth_routes.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp):
+    request_metrics.init_app(app)
+    for blueprint in (auth_routes.bp, chats.bp, messages.bp, memories.bp, models.bp, usage.bp, health.bp, docs.bp,
+                      metrics.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app)
     if app.config["PROXY_FIX_X_FOR"]:

@@ -3,9 +3,11 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -73,17 +75,37 @@ def serve(bind: str, workers: int) -> None:
     except config.ConfigError as error:
         raise click.ClickException(f"cannot start: {error}") from None
     env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": bind, "MEMLAYER_WORKERS": str(workers)}
+    metrics_dir, made_metrics_dir = metrics_directory()
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every process writes its metrics there; /metrics sums them
     command = [sys.executable, "-m", "gunicorn", "--config", str(GUNICORN_CONF), "--chdir", str(PROJECT_ROOT), "wsgi:app"]
-    server = subprocess.Popen(command, env=env)
-    # One job worker beside gunicorn, so that one command runs everything (more go anywhere: `memlayer worker`).
-    jobs = JobWorkerProcess(env)
-    code = _run_until_stopped(server, jobs, deadline=config.graceful_timeout(settings) + 15)
+    try:
+        server = subprocess.Popen(command, env=env)
+        # One job worker beside gunicorn, so that one command runs everything (more go anywhere: `memlayer worker`).
+        jobs = JobWorkerProcess(env)
+        code = _run_until_stopped(server, jobs, deadline=config.graceful_timeout(settings) + 15)
+    finally:
+        if made_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     logger.info("server stopped")
     # Leaving this process stops the embedded PostgreSQL it started (if any).
     sys.exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
 
 
 RESEND_STOP_SECONDS = 2.0
+
+
+def metrics_directory() -> tuple[str, bool]:
+    """The multiprocess metrics folder: PROMETHEUS_MULTIPROC_DIR emptied when given, else a new one (made=True).
+
+    Values left by an earlier run would be summed into this one's, hence emptied.
+    """
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for leftover in Path(given).glob("*.db"):
+            leftover.unlink()
+        return given, False
+    return tempfile.mkdtemp(prefix="memlayer-metrics-"), True
 
 
 def prepare_database(settings) -> tuple[str, list[str]]:
@@ -149,6 +171,7 @@ class JobWorkerProcess:
         """Start it again if it exited (a crash, or a kill): queued jobs wait for it, none is lost."""
         if self.process.poll() is not None:
             logger.warning("job worker exited with %s; starting another", self.process.returncode)
+            forget_process_metrics(self.process.pid, self.env.get("PROMETHEUS_MULTIPROC_DIR"))
             time.sleep(self.RESTART_SECONDS)
             self.process = self._start()
 
@@ -162,6 +185,14 @@ class JobWorkerProcess:
             logger.error("job worker did not stop within %.0f s; killing it", deadline)
             self.process.kill()
             self.process.wait()
+
+
+def forget_process_metrics(pid: int, directory: str | None) -> None:
+    """Drop a dead process's live gauges from the multiprocess metrics in `directory` (its counters still count)."""
+    if directory:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, directory)
 
 
 def _run_until_stopped(server: subprocess.Popen, jobs: JobWorkerProcess, *, deadline: float) -> int:

@@ -73,9 +73,8 @@ JOIN users AS u ON u.id = m.user_id
 WHERE j.id = :job_id;
 
 -- name: queue_counts()
--- Jobs per state, with the age of the oldest queued one (for operators).
-SELECT state, count(*) AS jobs,
-       extract(epoch FROM now() - min(created_at)) FILTER (WHERE state = 'queued') AS oldest_seconds
+-- Jobs per state, with the age of each state's oldest job (for operators: the queued one's matters).
+SELECT state, count(*) AS jobs, extract(epoch FROM now() - min(created_at))::float8 AS oldest_seconds
 FROM memory_jobs
 GROUP BY state
 ORDER BY state;

@@ -15,6 +15,7 @@ from flask import Flask
 from memlayer import config as settings
 from memlayer.assistant.extraction import ClaimedJob, run_extraction
 from memlayer.storage.db import get_pool, sql
+from memlayer.web.metrics import JOBS_RUN
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,10 @@ def run_job(app: Flask, job: ClaimedJob) -> str:
             with get_pool().connection() as conn, conn.transaction():
                 sql.jobs.retry_job(conn, job_id=job.id, attempt=job.attempts, delay_seconds=delay,
                                    max_attempts=int(app.config["JOB_MAX_ATTEMPTS"]), outcome=outcome)
+            JOBS_RUN.labels("failed").inc()
             return outcome
     logger.info("job %s: %s", job.id, outcome)
+    JOBS_RUN.labels("applied" if outcome.startswith("applied") else "skipped").inc()
     return outcome
 
 

@@ -1,14 +1,14 @@
 """/health: liveness with database reachability, and (for operators) the pool's own statistics."""
 
-import hmac
 import logging
 
 import psycopg
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 
+from memlayer.auth.operators import require_operator
 from memlayer.storage.db import get_pool, sql
 from memlayer.version import __version__
-from memlayer.web.errors import RETRY_AFTER_SECONDS, NotFound, Unauthorized
+from memlayer.web.errors import RETRY_AFTER_SECONDS
 from memlayer.web.schemas import HealthSchema
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,3 @@ def db_pool():
     require_operator()
     return get_pool().get_stats()
 
-
-def require_operator() -> None:
-    """404 when no operator token is configured, 401 unless the request presents it as a Bearer token."""
-    token = current_app.config.get("METRICS_TOKEN")
-    if not token:
-        raise NotFound("Not found")
-    presented = request.headers.get("Authorization", "").encode()
-    if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
-        raise Unauthorized("Operator token required")

@@ -1,11 +1,13 @@
 """Recall: the user's past words and memories most relevant to a text (the `recall` query of sql/memories.sql)."""
 
+import time
 from uuid import UUID
 
 import psycopg
 
 from memlayer.memory.embeddings import Vector
 from memlayer.storage.db import sql
+from memlayer.web.metrics import RECALL_SECONDS
 
 
 def recall(
@@ -24,7 +26,10 @@ def recall(
     params = {"user_id": user_id, "text": text, "window_chat_id": window_chat_id,
               "window_start_seq": window_start_seq, "limit": limit,
               "model": vector.model if vector else None, "embedding": vector.literal if vector else None}
-    return conn.execute(sql.memories.recall.sql, params, prepare=False).fetchall()
+    started = time.perf_counter()
+    rows = conn.execute(sql.memories.recall.sql, params, prepare=False).fetchall()
+    RECALL_SECONDS.labels("vector" if vector else "lexical").observe(time.perf_counter() - started)
+    return rows
 
 
 

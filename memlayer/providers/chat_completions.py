@@ -3,6 +3,7 @@
 import json
 import logging
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import httpx
@@ -11,6 +12,7 @@ from httpx_sse import EventSource, SSEError
 from memlayer.providers.replies import Reply, estimated_reply
 from memlayer.providers.retries import retry_wait
 from memlayer.web.errors import ProviderFailed, ProviderTimedOut
+from memlayer.web.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS, PROVIDER_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +47,29 @@ class ChatCompletionsResponder:
     def reply(self, model: str, messages: list[dict], *, response_format: dict | None = None) -> Reply:
         """Ask for the whole reply at once (in the shape `response_format` asks for, when given)."""
         payload = {"model": model, "messages": messages, "stream": False}
+        purpose = "reply" if response_format is None else "memory"
         if response_format is not None:
             payload["response_format"] = response_format
-        response = self._send(payload, stream=False)
-        try:
-            body = response.json()
-        except ValueError:
-            raise _malformed("the answer is not JSON") from None
-        return _completion_reply(body, messages)
+        started = time.perf_counter()
+        with counted_failures(model, purpose):
+            response = self._send(payload, stream=False)
+            try:
+                body = response.json()
+            except ValueError:
+                raise _malformed("the answer is not JSON") from None
+            reply = _completion_reply(body, messages)
+        PROVIDER_SECONDS.labels(model, purpose).observe(time.perf_counter() - started)
+        count_tokens(model, purpose, reply)
+        return reply
 
     def stream(self, model: str, messages: list[dict]) -> "ChatCompletionsStream":
         """Ask for the reply as Server-Sent Events; the provider has accepted the request when this returns."""
         payload = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
-        return ChatCompletionsStream(self._send(payload, stream=True), messages)
+        started = time.perf_counter()
+        with counted_failures(model, "reply"):
+            response = self._send(payload, stream=True)
+        PROVIDER_SECONDS.labels(model, "reply").observe(time.perf_counter() - started)
+        return ChatCompletionsStream(response, messages, model)
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -94,20 +106,23 @@ class ChatCompletionsResponder:
 class ChatCompletionsStream:
     """The text deltas of a streamed completion; `reply` is set once the provider said it was done."""
 
-    def __init__(self, response: httpx.Response, messages: list[dict]):
+    def __init__(self, response: httpx.Response, messages: list[dict], model: str = ""):
         self._response = response
         self._messages = messages
+        self._model = model
         self.reply: Reply | None = None
 
     def __iter__(self) -> Iterator[str]:
         """Yield each delta the provider sends; raise ProviderFailed/ProviderTimedOut when the stream breaks."""
         try:
-            if self._response.headers.get("content-type", "").startswith("application/json"):
-                # Some servers ignore "stream": true and answer the whole completion at once.
-                self.reply = _completion_reply(_json(self._response.read()), self._messages)
-                yield self.reply.content
-                return
-            yield from self._deltas()
+            with counted_failures(self._model, "reply"):
+                if self._response.headers.get("content-type", "").startswith("application/json"):
+                    # Some servers ignore "stream": true and answer the whole completion at once.
+                    self.reply = _completion_reply(_json(self._response.read()), self._messages)
+                    yield self.reply.content
+                else:
+                    yield from self._deltas()
+            count_tokens(self._model, "reply", self.reply)
         except httpx.TimeoutException as error:
             logger.warning("model provider stream timed out (%s)", type(error).__name__)
             raise ProviderTimedOut(TIMED_OUT) from None
@@ -140,6 +155,29 @@ class ChatCompletionsStream:
     def close(self) -> None:
         """Stop reading and give the connection back (or drop it, when the reply was not read to the end)."""
         self._response.close()
+
+
+@contextmanager
+def counted_failures(model: str, purpose: str):
+    """Count a failed provider call by model, purpose and kind of failure (the error itself goes on)."""
+    try:
+        yield
+    except ProviderTimedOut:
+        PROVIDER_ERRORS.labels(model, purpose, "timeout").inc()
+        raise
+    except ProviderFailed:
+        PROVIDER_ERRORS.labels(model, purpose, "failed").inc()
+        raise
+    except (httpx.HTTPError, SSEError):
+        PROVIDER_ERRORS.labels(model, purpose, "broke off").inc()
+        raise
+
+
+def count_tokens(model: str, purpose: str, reply: Reply | None) -> None:
+    """Add a finished reply's tokens to the provider's counters."""
+    if reply is not None:
+        PROVIDER_TOKENS.labels(model, purpose, "prompt").inc(reply.prompt_tokens)
+        PROVIDER_TOKENS.labels(model, purpose, "completion").inc(reply.completion_tokens)
 
 
 def _malformed(what: str) -> ProviderFailed:

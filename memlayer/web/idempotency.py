@@ -22,6 +22,7 @@ from psycopg_pool import PoolTimeout
 from memlayer.config import graceful_timeout
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web.errors import ApiError, Conflict
+from memlayer.web.metrics import IDEMPOTENT_REPLAYS
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def claim_request(user_id: uuid.UUID) -> tuple[Claim | None, Response | None]:
     if earlier["status_code"] is None:
         raise Conflict(f"A request with this {HEADER} is still in progress",
                        headers={"Retry-After": str(earlier["retry_after_seconds"])})
+    IDEMPOTENT_REPLAYS.labels(request.endpoint or "unknown").inc()
     return None, _replay(earlier["status_code"], earlier["response_body"])
 
 

@@ -84,7 +84,8 @@ IDEMPOTENCY = (
     "still runs, 409 with Retry-After. A failed request frees its key."
 )
 
-DOCUMENTED_ELSEWHERE = {"static", "docs.openapi_json", "docs.docs_page", "docs.docs_asset"}
+# /metrics answers Prometheus's text format to the operator token (README, "Operating it").
+DOCUMENTED_ELSEWHERE = {"static", "docs.openapi_json", "docs.docs_page", "docs.docs_asset", "metrics.metrics"}
 
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 

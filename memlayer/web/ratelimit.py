@@ -10,6 +10,7 @@ from flask_limiter import Limiter, RequestLimit
 from flask_limiter.util import get_remote_address
 
 from memlayer.web.errors import TooManyRequests
+from memlayer.web.metrics import RATE_LIMITED
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def _counts_against_account(response) -> bool:
 
 
 def _refuse(limit: RequestLimit):
+    RATE_LIMITED.labels(request.endpoint or "unknown").inc()
     raise TooManyRequests(
         "Too many attempts, please wait before trying again",
         retry_after_seconds=math.ceil(limit.window[0] - time.time()),
