@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-memory bench-slow-model bench-slow-clients bench-extraction bench-logins bench-recall bench-vectors clean
+.PHONY: run test bench bench-memory bench-slow-model bench-slow-clients bench-extraction bench-logins bench-export bench-recall bench-vectors clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -59,6 +59,10 @@ bench-extraction: $(VENV)/.installed-bench
 # Password checks: scrypt (the old default) against Argon2id, CPU per check and logins per second (a minute).
 bench-logins: $(VENV)/.installed-bench
 	$(BIN)/python bench/logins.py $(BENCH_ARGS)
+
+# A 200,000-message account's export: the worker's memory while it streams, beside a 100-message one.
+bench-export: $(VENV)/.installed-bench
+	$(BIN)/python bench/export.py $(BENCH_ARGS)
 
 # Recall quality on LoCoMo (../shared/data/locomo) through the real API, beside BM25 over the same texts (minutes).
 bench-recall: $(VENV)/.installed-bench
