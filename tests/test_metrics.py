@@ -3,11 +3,11 @@
 import http.client
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import OPERATOR_TOKEN, bearer, new_user
+from test_faults import children_of, is_gunicorn
 from test_serve import Server
 
 
@@ -60,28 +60,14 @@ def test_model_calls_are_counted_with_their_tokens(llm_client, provider):
     assert sample(text, "memlayer_provider_request_duration_seconds_count", model="fake-model", purpose="reply") >= 1
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append((int(entry.name), cmdline))
-    return found
-
-
 @pytest.mark.slow
 def test_a_scrape_of_memlayer_serve_sums_every_worker(database_url, tmp_path):
     metrics_dir = tmp_path / "metrics"
     server = Server({"MEMLAYER_DATABASE_URL": database_url, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, workers=2)
     try:
         server.wait_ready()
-        (master,) = [pid for pid, cmdline in children_of(server.process.pid) if b"gunicorn" in cmdline]
-        workers = [pid for pid, _ in children_of(master)]
+        (master,) = [pid for pid in children_of(server.process.pid) if is_gunicorn(pid)]
+        workers = children_of(master)
         assert len(workers) == 2
         served, deadline = 0, time.monotonic() + 30
         # Fresh connections until both workers have answered some (each writes its own counter file).
