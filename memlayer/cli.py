@@ -450,7 +450,8 @@ def import_command(email: str, extract: bool, file) -> None:
     get_pool(app).close()
     click.echo(f"imported {tally['imported']} conversations ({tally['messages']} messages), "
                f"{tally['already']} already imported before, {tally['invalid']} refused; "
-               f"memories: {tally['memories imported']} imported, {tally['memories kept']} already there")
+               f"memories: {tally['memories imported']} imported, {tally['memories kept']} already there"
+               + (f", {tally['memories refused']} refused (invalid)" if tally["memories refused"] else ""))
     if skipped:
         click.echo("left out: " + ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items())))
     for source_id in problems[:20]:
@@ -475,7 +476,7 @@ def _import_one(user_id, source: str, source_id: str, body: dict, extract: bool)
 
 
 def _import_memories(user_id, memories: list) -> Counter:
-    """Import an export's memories in one transaction; ones already there (or refused) are counted as kept."""
+    """Import an export's memories in one transaction; counted as imported, kept (already there) or refused."""
     counts: Counter = Counter()
     schema = ImportMemorySchema()
     now = datetime.now(timezone.utc)
@@ -486,7 +487,7 @@ def _import_memories(user_id, memories: list) -> Counter:
                 try:
                     valid = schema.load(memory)
                 except ValidationError:
-                    counts["memories kept"] += 1
+                    counts["memories refused"] += 1
                     continue
                 saved = import_memory(conn, user_id, valid, default_time=now)
                 counts["memories imported" if saved else "memories kept"] += 1

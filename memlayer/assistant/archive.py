@@ -5,6 +5,7 @@ memory; the import writes a conversation in one transaction, with the times it g
 """
 
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from memlayer.storage.db import get_pool, sql
 EXPORT_FORMAT = "memlayer-export"
 EXPORT_VERSION = 1
 CURSOR_BATCH = 500  # rows a server-side cursor fetches at a time
+SPOOL_IN_MEMORY_BYTES = 256 * 1024  # a spooled export bigger than this goes to a temporary file
 
 
 def export_filename(today: date) -> str:
@@ -24,11 +26,28 @@ def export_filename(today: date) -> str:
     return f"memlayer-export-{today.isoformat()}.json"
 
 
+def spooled_export(user_id: UUID, exported_at: datetime):
+    """The user's export written to a temporary file (rewound), or None when the account is gone.
+
+    The database is read at its own pace and its connection given back before a client downloads the file
+    at theirs: a slow or stalled download must not hold a pooled connection.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
+    for piece in export_document(user_id, exported_at):
+        spool.write(piece.encode())
+    if spool.tell() == 0:
+        spool.close()
+        return None
+    spool.seek(0)
+    return spool
+
+
 def export_document(user_id: UUID, exported_at: datetime) -> Iterator[str]:
     """The user's export as JSON text, in pieces: account, chats with messages, memories with history, usage.
 
     One repeatable-read, read-only transaction makes it a consistent snapshot; it holds one pooled
-    connection while the pieces are consumed (and gives it back if the consumer stops early).
+    connection while the pieces are consumed (and gives it back if the consumer stops early). Nothing
+    comes out when the account is gone.
     """
     with get_pool().connection() as conn, conn.transaction():
         sql.archive.read_only_snapshot(conn)
@@ -52,25 +71,23 @@ def export_document(user_id: UUID, exported_at: datetime) -> Iterator[str]:
 
 def exported_chats(conn: psycopg.Connection, user_id: UUID) -> Iterator[str]:
     """Each live chat with its messages, one JSON piece per chat opening and per message."""
-    current = None
-    with conn.cursor(name="memlayer_export_messages") as cursor:
-        cursor.itersize = CURSOR_BATCH
-        cursor.execute(sql.archive.export_messages.sql, {"user_id": user_id})
-        for row in cursor:
-            if row["chat_id"] != current:
-                opening = encode({"id": row["chat_id"], "title": row["title"], "model": row["chat_model"],
-                                  "created_at": row["chat_created_at"], "updated_at": row["chat_updated_at"]})
-                yield ("]}, " if current is not None else "") + opening[:-1] + ', "messages": ['
-                current, first = row["chat_id"], True
-            if row["id"] is not None:
-                usage = None
-                if row["prompt_tokens"] is not None:
-                    usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                             "cost": row["cost"] or 0}
-                yield ("" if first else ", ") + encode({
-                    "id": row["id"], "role": row["role"], "content": row["content"], "model": row["model"],
-                    "usage": usage, "created_at": row["created_at"]})
-                first = False
+    current, first = None, True
+    for row in cursor_rows(conn, "memlayer_export_messages", sql.archive.export_messages.sql, user_id):
+        if row["chat_id"] != current:
+            opening = encode({"id": row["chat_id"], "title": row["title"], "model": row["chat_model"],
+                              "created_at": row["chat_created_at"], "updated_at": row["chat_updated_at"]})
+            yield ("]}, " if current is not None else "") + opening[:-1] + ', "messages": ['
+            current, first = row["chat_id"], True
+        if row["id"] is None:
+            continue  # a chat without messages
+        usage = None
+        if row["prompt_tokens"] is not None:
+            usage = {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                     "cost": row["cost"] or 0}
+        yield ("" if first else ", ") + encode({
+            "id": row["id"], "role": row["role"], "content": row["content"], "model": row["model"],
+            "usage": usage, "created_at": row["created_at"]})
+        first = False
     if current is not None:
         yield "]}"
 
@@ -78,22 +95,26 @@ def exported_chats(conn: psycopg.Connection, user_id: UUID) -> Iterator[str]:
 def exported_memories(conn: psycopg.Connection, user_id: UUID) -> Iterator[str]:
     """Each memory with its history, one JSON piece per memory."""
     memory = None
-    with conn.cursor(name="memlayer_export_memories") as cursor:
-        cursor.itersize = CURSOR_BATCH
-        cursor.execute(sql.archive.export_memories.sql, {"user_id": user_id})
-        for row in cursor:
-            if memory is not None and row["id"] != memory["id"]:
-                yield encode(memory) + ", "
-                memory = None
-            if memory is None:
-                memory = {"id": row["id"], "key": row["key"], "content": row["content"],
-                          "created_at": row["created_at"], "updated_at": row["updated_at"], "history": []}
-            if row["event"] is not None:
-                memory["history"].append({"event": row["event"], "key": row["event_key"],
-                                          "content": row["event_content"], "at": row["at"],
-                                          "source": row["source"], "message_id": row["message_id"]})
+    for row in cursor_rows(conn, "memlayer_export_memories", sql.archive.export_memories.sql, user_id):
+        if memory is not None and row["id"] != memory["id"]:
+            yield encode(memory) + ", "
+            memory = None
+        if memory is None:
+            memory = {"id": row["id"], "key": row["key"], "content": row["content"],
+                      "created_at": row["created_at"], "updated_at": row["updated_at"], "history": []}
+        if row["event"] is not None:
+            memory["history"].append({"event": row["event"], "key": row["event_key"], "content": row["event_content"],
+                                      "at": row["at"], "source": row["source"], "message_id": row["message_id"]})
     if memory is not None:
         yield encode(memory)
+
+
+def cursor_rows(conn: psycopg.Connection, name: str, query: str, user_id: UUID) -> Iterator[dict]:
+    """The rows of one user's query through a server-side cursor, CURSOR_BATCH at a time."""
+    with conn.cursor(name=name) as cursor:
+        cursor.itersize = CURSOR_BATCH
+        cursor.execute(query, {"user_id": user_id})
+        yield from cursor
 
 
 def encode(value) -> str:
@@ -121,7 +142,8 @@ def import_conversation(conn: psycopg.Connection, user_id: UUID, conversation: d
     last_time = messages[-1]["created_at"] if messages else conversation["created_at"]
     chat = sql.archive.import_chat(conn, user_id=user_id, title=conversation["title"] or imported_title(conversation),
                                    created_at=conversation["created_at"], updated_at=last_time)
-    usages = [message["usage"] or {} for message in messages]
+    # Usage and model belong to replies; given on a user's message, they are left out.
+    usages = [(message["usage"] or {}) if message["role"] == "assistant" else {} for message in messages]
     sql.archive.import_messages(
         conn, user_id=user_id, chat_id=chat["id"],
         roles=[m["role"] for m in messages], contents=[m["content"] for m in messages],

@@ -114,16 +114,11 @@ def run_extraction(job: ClaimedJob) -> str:
     now = quota.utc_now()
     with get_pool().connection() as conn, conn.transaction():
         source = sql.jobs.extraction_input(conn, job_id=job.id, period=quota.period_of(now))
-        if source is None:
-            return finish(job, "gone")  # message, chat or account deleted since
-        if not settings.extraction_enabled(config) or not source["memory_extraction"]:
-            return finish(job, "turned off")
-        model = extraction_model(conn, source["chat_model"], config)
-        if model is None:
-            return finish(job, "no model")
-        monthly_quota = config["MONTHLY_TOKEN_QUOTA"]
-        if monthly_quota is not None and source["tokens_used"] >= monthly_quota:
-            return finish(job, "over quota")
+        model = extraction_model(conn, source["chat_model"], config) if source else None
+        skipped = reason_to_skip(source, model, config)
+        if skipped:  # ended on this transaction: no model is asked
+            sql.jobs.finish_job(conn, job_id=job.id, attempt=job.attempts, outcome=skipped)
+            return skipped
         turns = list(sql.messages.messages_before(
             conn, user_id=job.user_id, chat_id=source["chat_id"], before_seq=source["seq"],
             limit=int(config["MEMORY_EXTRACTION_TURNS"])))[::-1]
@@ -249,8 +244,15 @@ def apply_operations(conn, job: ClaimedJob, operations: list[Operation], written
     return f"applied {applied}" + (f", {skipped} adds skipped (memories deleted since)" if skipped else "")
 
 
-def finish(job: ClaimedJob, outcome: str) -> str:
-    """End a job that asks no model (its message gone, extraction off, over quota)."""
-    with get_pool().connection() as conn, conn.transaction():
-        sql.jobs.finish_job(conn, job_id=job.id, attempt=job.attempts, outcome=outcome)
-    return outcome
+def reason_to_skip(source: dict | None, model: ChatModel | None, config) -> str | None:
+    """Why a job should end without asking a model (its message gone, extraction off, no model, over quota)."""
+    if source is None:
+        return "gone"  # message, chat or account deleted since
+    if not settings.extraction_enabled(config) or not source["memory_extraction"]:
+        return "turned off"
+    if model is None:
+        return "no model"
+    monthly_quota = config["MONTHLY_TOKEN_QUOTA"]
+    if monthly_quota is not None and source["tokens_used"] >= monthly_quota:
+        return "over quota"
+    return None

@@ -2,10 +2,11 @@
 
 from datetime import datetime, timezone
 
-from flask import Blueprint, Response, stream_with_context
+from flask import Blueprint, Response, request
 from flask_jwt_extended import jwt_required
+from werkzeug.wsgi import wrap_file
 
-from memlayer.assistant.archive import export_document, export_filename
+from memlayer.assistant.archive import export_filename, spooled_export
 from memlayer.auth.passwords import hash_password, needs_rehash, verify_password
 from memlayer.auth.tokens import current_token_revocation, current_user_id, issue_tokens, revocations_for_current_token
 from memlayer.storage.db import get_pool, retrying, sql
@@ -93,15 +94,16 @@ def delete_me():
 @bp.get("/me/export")
 @jwt_required(fresh=True)
 def export_me():
-    """Everything of the user as one JSON download, streamed from one consistent snapshot; needs a fresh token."""
-    user_id = current_user_id()
-    for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
-            exists = sql.users.get_user(conn, user_id=user_id) is not None
-    if not exists:
-        raise NotFound("User not found")
+    """Everything of the user as one JSON download, from one consistent snapshot; needs a fresh token.
+
+    Written to a temporary file first, so the download takes no database connection however slow it is.
+    """
     now = datetime.now(timezone.utc)
-    return Response(stream_with_context(export_document(user_id, now)), mimetype="application/json",
+    spool = spooled_export(current_user_id(), now)
+    if spool is None:
+        raise NotFound("User not found")
+    return Response(wrap_file(request.environ, spool, buffer_size=64 * 1024), mimetype="application/json",
+                    direct_passthrough=True,
                     headers={"Content-Disposition": f"attachment; filename={export_filename(now.date())}"})
 
 
