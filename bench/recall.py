@@ -22,6 +22,8 @@ import json
 import os
 import platform
 import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
@@ -205,15 +207,24 @@ def run_memlayer(conversations: list[dict], database: str, env: dict | None = No
                  load=import_into_memlayer) -> tuple["Scores", dict]:
     """Load every conversation into a fresh `memlayer serve` and ask its questions; (scores, search latency)."""
     scores, latencies = Scores(), []
-    service = Service(fresh_database(database), env)
+    url = fresh_database(database)
+    service = Service(url, env)
     try:
         for conversation in conversations:
             token, dia_of = load(service, conversation)
+            if env and env.get("MEMLAYER_EMBEDDING_MODEL") and load is import_into_memlayer:
+                backfill_vectors(url, env)  # imports are not embedded on the way in: the backfill gives them vectors
             ask_memlayer(service, conversation, token, dia_of, scores, latencies)
             print(f"  {conversation['name']}: {len(dia_of)} turns, {len(conversation['questions'])} questions", flush=True)
     finally:
         service.stop()
     return scores, percentiles(latencies)
+
+
+def backfill_vectors(url: str, env: dict) -> None:
+    """`memlayer embed` on the bench's database, as an operator runs it after an import."""
+    subprocess.run([sys.executable, "-m", "memlayer", "embed"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, **env, "MEMLAYER_DATABASE_URL": url})
 
 
 def run_baselines(conversations: list[dict], model: MiniLM) -> tuple["Scores", "Scores"]:
