@@ -26,11 +26,13 @@ def seed_messages(url: str, email: str, count: int) -> None:
     """`count` messages (half the user's, half replies) in one chat of the user with this email."""
     with psycopg.connect(url) as conn:
         user_id = conn.execute("SELECT id FROM users WHERE email = %s", [email]).fetchone()[0]
-        chat_id = conn.execute("INSERT INTO chats (user_id, title) VALUES (%s, 'long') RETURNING id", [user_id]).fetchone()[0]
+        chat_id = conn.execute("INSERT INTO chats (user_id, title) VALUES (%s, 'long') RETURNING id",
+                               [user_id]).fetchone()[0]
         with conn.cursor().copy("COPY messages (user_id, chat_id, role, content) FROM STDIN") as copy:
             for n in range(count):
                 role = "user" if n % 2 == 0 else "assistant"
-                copy.write_row((user_id, chat_id, role, f"Message {n}: I went hiking near the lake with my sister on a sunny day."))
+                text = f"Message {n}: I went hiking near the lake with my sister on a sunny day."
+                copy.write_row((user_id, chat_id, role, text))
 
 
 def download(service: Service, token: str) -> tuple[int, float]:

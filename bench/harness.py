@@ -77,21 +77,32 @@ class Service:
         raise SystemExit("the service did not start")
 
     def request(self, method: str, path: str, body: dict | None = None, token: str | None = None):
-        """One request on the run's keep-alive connection (reopened after an error); returns (status, parsed body)."""
-        if not hasattr(self, "connection"):
-            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        """One request on the run's keep-alive connection (reopened after an error); returns (status, parsed body).
+
+        A kept-alive connection the server closed while it was idle (5 s) is opened again once: the request
+        never reached the service.
+        """
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        try:
-            self.connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            response = self.connection.getresponse()
-            raw = response.read()
-            self.last_headers = dict(response.getheaders())
-        except (http.client.HTTPException, OSError):
-            del self.connection
-            raise
-        return response.status, json.loads(raw) if raw else None
+        for attempt in (1, 2):
+            reused = hasattr(self, "connection")
+            if not reused:
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self.connection.request(method, path, body=json.dumps(body) if body is not None else None,
+                                        headers=headers)
+                response = self.connection.getresponse()
+                raw = response.read()
+                self.last_headers = dict(response.getheaders())
+                return response.status, json.loads(raw) if raw else None
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                del self.connection
+                if not reused or attempt == 2:
+                    raise
+            except (http.client.HTTPException, OSError):
+                del self.connection
+                raise
 
     def timed(self, paths: list[str], token: str) -> dict:
         """p50/p99 of GETs of each path in turn (after a warm-up), failing on any non-200."""

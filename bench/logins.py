@@ -14,8 +14,13 @@ import threading
 import time
 from datetime import date
 
-from harness import ROOT, Service, fresh_database, gunicorn_workers, percentiles  # bench/ is on sys.path
-
+from harness import (  # bench/ is on sys.path
+    ROOT,
+    Service,
+    fresh_database,
+    gunicorn_workers,
+    percentiles,
+)
 from memlayer.auth.passwords import check_hash, make_hash
 
 METHODS = {"scrypt N=2^15 r=8 p=3 (before)": "scrypt:32768:8:3", "Argon2id m=19 MiB t=2 p=1 (now)": "argon2id"}

@@ -73,7 +73,7 @@ def create_chat():
 @bp.post("/import")
 @jwt_required()
 def import_chat():
-    """Import one conversation with its times (and memories), in one transaction, asking no model; Idempotency-Key honoured."""
+    """Import one conversation with its times (and memories) in one transaction, asking no model; Idempotency-Key honoured."""
     body = load_body(_import)
     user_id = current_user_id()
     claim, replay = idempotency.claim_request(user_id)
