@@ -33,15 +33,19 @@ def bench_database_url(name: str) -> str:
     return start_embedded(str(ROOT / ".memlayer" / "bench"), database=name)
 
 
-def fresh_database(name: str) -> str:
-    """URL of database `name`, dropped if an earlier run left it, created and migrated: every run starts empty."""
+def fresh_database(name: str, *, migrate: bool = True) -> str:
+    """URL of database `name`, dropped if an earlier run left it, created and migrated: every run starts empty.
+
+    migrate=False leaves it without tables, for a service that migrates it itself (another version's serve).
+    """
     given = os.environ.get("MEMLAYER_DATABASE_URL")
     admin = given or start_embedded(str(ROOT / ".memlayer" / "bench"))
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(pgsql.Identifier(name)))
         conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(name)))
     url = urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
-    apply_migrations(url)
+    if migrate:
+        apply_migrations(url)
     return url
 
 
@@ -56,17 +60,20 @@ def percentiles(samples_ms: list[float]) -> dict:
 
 
 class Service:
-    """`memlayer serve` on a free port for the length of the run."""
+    """`memlayer serve` on a free port for the length of the run (this checkout's, or another tree's)."""
 
-    def __init__(self, database_url: str, env: dict | None = None, *, workers: int | None = 2, log_path: Path | None = None):
+    def __init__(self, database_url: str, env: dict | None = None, *, workers: int | None = 2,
+                 log_path: Path | None = None, tree: Path = ROOT):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         env = {**os.environ, "MEMLAYER_DATABASE_URL": database_url, "MEMLAYER_BIND": f"127.0.0.1:{self.port}",
                "MEMLAYER_LOG_LEVEL": "WARNING", "MEMLAYER_METRICS_TOKEN": OPERATOR_TOKEN, **(env or {})}
+        if tree != ROOT:
+            env["PYTHONPATH"] = str(tree)
         command = [sys.executable, "-m", "memlayer", "serve"] + (["--workers", str(workers)] if workers else [])
         self.log = open(log_path, "ab") if log_path else None
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT if self.log else None)
+        self.process = subprocess.Popen(command, env=env, cwd=tree, stdout=self.log, stderr=subprocess.STDOUT if self.log else None)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

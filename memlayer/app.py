@@ -2,6 +2,7 @@
 
 import json
 
+import orjson
 from flask import Flask, Request
 from flask.json.provider import DefaultJSONProvider
 from flask_cors import CORS
@@ -23,7 +24,23 @@ from memlayer.web import metrics as request_metrics
 
 
 class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, except that input nested deeper than MAX_JSON_DEPTH is a client error (400)."""
+    """Flask's JSON, written by orjson; input nested deeper than MAX_JSON_DEPTH is a client error (400).
+
+    orjson writes UUIDs and datetimes as marshmallow does, so rows from web/rendering.py go out as they are;
+    anything else it does not know (Decimal) goes through Flask's default. Parsing stays the standard
+    library's, whose errors json_problem words for the client.
+    """
+
+    OPTIONS = orjson.OPT_NON_STR_KEYS
+
+    def dumps(self, obj, **kwargs) -> str:
+        """The value as JSON text (compact; Flask's indent and key sorting are not applied)."""
+        return orjson.dumps(obj, default=self.default, option=self.OPTIONS).decode()
+
+    def response(self, *args, **kwargs):
+        """A JSON response, encoded straight to bytes."""
+        body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default, option=self.OPTIONS)
+        return self._app.response_class(body + b"\n", mimetype=self.mimetype)
 
     def loads(self, s, **kwargs):
         """Parse JSON; too deep a nesting raises ValueError so Flask answers 400."""

@@ -1,6 +1,7 @@
 """Fixtures: a real PostgreSQL (MEMLAYER_TEST_DATABASE_URL or the embedded one), a fresh database per run, an app per test."""
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -131,6 +132,25 @@ def db(database_url):
 def count_rows(conn, table: str) -> int:
     """How many rows a table holds."""
     return conn.execute(pgsql.SQL("SELECT count(*) FROM {}").format(pgsql.Identifier(table))).fetchone()[0]
+
+
+def explain_generic(database_url: str, query, params: dict, *, analyze: bool = False) -> str:
+    """EXPLAIN (optionally ANALYZE) of a query's generic plan, the one its prepared statement settles on."""
+    names: list[str] = []
+
+    def placeholder(match):
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    statement = re.sub(r"%\((\w+)\)s", placeholder, query.sql)
+    options = "ANALYZE, COSTS OFF, TIMING OFF" if analyze else "COSTS ON"
+    with psycopg.connect(database_url, autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE planned AS {statement}")
+        arguments = ", ".join(["%s"] * len(names))
+        rows = conn.execute(f"EXPLAIN ({options}) EXECUTE planned({arguments})", [params[name] for name in names])
+        return "\n".join(row[0] for row in rows.fetchall())
 
 
 def register(client, email: str | None = None, password: str = "correct horse battery") -> dict:

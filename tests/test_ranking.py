@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from conftest import new_chat, new_user, search, send
+from conftest import explain_generic, new_chat, new_user, search, send
 from memlayer.memory.recall import recall
 from memlayer.storage.db import sql
 
@@ -130,13 +130,11 @@ def crowded(app_factory, db):
     return user_id
 
 
-def recall_plan(conn, user_id, text: str) -> str:
-    """EXPLAIN (ANALYZE) of one recall, as the service plans it (per run, unprepared)."""
-    params = {"user_id": user_id, "text": text, "window_chat_id": None, "window_start_seq": None, "limit": 5,
-              "model": None, "embedding": None}
-    with psycopg.ClientCursor(conn) as cursor:
-        cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + sql.memories.recall.sql, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
+def recall_plan(database_url, user_id, text: str) -> str:
+    """EXPLAIN (ANALYZE) of one recall with the generic plan its prepared statement settles on."""
+    return explain_generic(database_url, sql.memories.recall, {
+        "user_id": user_id, "text": text, "window_chat_id": None, "window_start_seq": None, "limit": 5,
+        "model": None, "embedding": None}, analyze=True)
 
 
 def rows_read_from_messages(plan: str) -> int:
@@ -147,14 +145,14 @@ def rows_read_from_messages(plan: str) -> int:
     return sum(round(float(rows) * int(loops)) for rows, loops in scans)
 
 
-def test_a_word_in_thousands_of_messages_reads_a_bounded_number_of_rows(db, crowded):
-    plan = recall_plan(db, crowded, "tell me about the cat")
+def test_a_word_in_thousands_of_messages_reads_a_bounded_number_of_rows(database_url, crowded):
+    plan = recall_plan(database_url, crowded, "tell me about the cat")
 
     assert rows_read_from_messages(plan) <= 250 + 2 * 30, plan
 
 
-def test_a_rare_word_leads_and_the_common_one_only_scores(db, crowded):
-    plan = recall_plan(db, crowded, "which cat is the tabby?")
+def test_a_rare_word_leads_and_the_common_one_only_scores(database_url, db, crowded):
+    plan = recall_plan(database_url, crowded, "which cat is the tabby?")
 
     # The 40 messages that say "tabby" are the candidates (and their neighbours); the 3,000 "cat" ones are not read.
     assert rows_read_from_messages(plan) <= 40 + 2 * 30, plan

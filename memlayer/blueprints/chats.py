@@ -13,11 +13,13 @@ from memlayer.auth.tokens import current_user_id
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web import idempotency
 from memlayer.web.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
+from memlayer.web.rendering import Renderer
 from memlayer.web.schemas import ChatCreateSchema, ChatImportSchema, ChatSchema, ChatUpdateSchema, load_body
 
 bp = Blueprint("chats", __name__, url_prefix="/chats")
 
 _chat = ChatSchema()
+_chat_rows = Renderer(_chat)
 _create = ChatCreateSchema()
 _update = ChatUpdateSchema()
 _import = ChatImportSchema()
@@ -47,7 +49,7 @@ def list_chats():
                 rows = list(sql.chats.list_chats_after(
                     conn, user_id=user_id, after_updated_at=after[0], after_id=after[1], limit=fetch
                 ))
-    return page_response(rows, page["limit"], _chat, _position)
+    return page_response(rows, page["limit"], _chat_rows, _position)
 
 
 @bp.post("")

@@ -12,6 +12,7 @@ from memlayer.memory.recall import recall
 from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web.errors import Conflict, NotFound
 from memlayer.web.pagination import cursor_timestamp, cursor_uuid, decode_cursor, page_params, page_response
+from memlayer.web.rendering import Renderer
 from memlayer.web.schemas import (
     DeletedSchema,
     MemoryCreateSchema,
@@ -28,12 +29,13 @@ from memlayer.web.schemas import (
 bp = Blueprint("memories", __name__, url_prefix="/memories")
 
 _memory = MemorySchema()
+_memory_rows = Renderer(_memory)
 _create = MemoryCreateSchema()
 _update = MemoryUpdateSchema()
-_event = MemoryEventSchema()
+_events = Renderer(MemoryEventSchema())
 _search = SearchQuerySchema()
 _search_body = SearchBodySchema()
-_recall_item = RecallItemSchema()
+_recall_items = Renderer(RecallItemSchema())
 _deleted = DeletedSchema()
 
 
@@ -61,7 +63,7 @@ def list_memories():
                 rows = list(sql.memories.list_memories_after(
                     conn, user_id=user_id, after_created_at=after[0], after_id=after[1], limit=fetch
                 ))
-    return page_response(rows, page["limit"], _memory, _position)
+    return page_response(rows, page["limit"], _memory_rows, _position)
 
 
 @bp.post("")
@@ -106,7 +108,7 @@ def _search_for(query: dict):
     for attempt in retrying():
         with attempt, get_pool().connection() as conn, conn.transaction():
             items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"], vector=vector)
-    return jsonify(_recall_item.dump(items, many=True))
+    return jsonify(_recall_items.rows(items))
 
 
 @bp.get("/<uuid:memory_id>")
@@ -164,4 +166,4 @@ def memory_history(memory_id: UUID):
             if sql.memories.get_memory(conn, user_id=user_id, memory_id=memory_id) is None:
                 raise memory_not_found()
             events = list(sql.memories.memory_history(conn, user_id=user_id, memory_id=memory_id))
-    return jsonify(_event.dump(events, many=True))
+    return jsonify(_events.rows(events))

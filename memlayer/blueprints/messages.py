@@ -14,11 +14,13 @@ from memlayer.storage.db import get_pool, retrying, sql
 from memlayer.web import idempotency
 from memlayer.web.errors import ApiError
 from memlayer.web.pagination import cursor_seq, decode_cursor, linked_page, message_page_params
+from memlayer.web.rendering import Renderer
 from memlayer.web.schemas import MessageCreateSchema, MessageSchema, load_body
 
 bp = Blueprint("messages", __name__, url_prefix="/chats")
 
 _message = MessageSchema()
+_message_rows = Renderer(_message)
 _create = MessageCreateSchema()
 
 
@@ -50,7 +52,7 @@ def list_messages(chat_id: UUID):
         links["prev"] = {"limit": limit, "before": page[0]["id"]}
     if page and more_after:
         links["next"] = {"limit": limit, "after": page[-1]["id"]}
-    return linked_page(page, _message, links)
+    return linked_page(page, _message_rows, links)
 
 
 LATEST = 2**63 - 1  # before every message: the default page is the chat's latest

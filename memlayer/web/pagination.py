@@ -8,9 +8,8 @@ from typing import Callable
 from uuid import UUID
 
 from flask import jsonify, request, url_for
-from marshmallow import Schema
-
 from memlayer.web.errors import ApiError
+from memlayer.web.rendering import Renderer
 from memlayer.web.schemas import MessagePageQuerySchema, PageQuerySchema, load_query
 
 _page_query = PageQuerySchema()
@@ -76,9 +75,9 @@ def message_page_params() -> dict:
     return load_query(_message_page_query)
 
 
-def linked_page(page: list[dict], schema: Schema, links: dict[str, dict]):
+def linked_page(page: list[dict], renderer: Renderer, links: dict[str, dict]):
     """Answer a bare JSON array with a Link header: rel -> the query parameters of that page of this endpoint."""
-    response = jsonify(schema.dump(page, many=True))
+    response = jsonify(renderer.rows(page))
     if links:
         response.headers["Link"] = ", ".join(
             f'<{url_for(request.endpoint, **(request.view_args or {}), **params)}>; rel="{rel}"'
@@ -86,11 +85,11 @@ def linked_page(page: list[dict], schema: Schema, links: dict[str, dict]):
     return response
 
 
-def page_response(rows: list[dict], limit: int, schema: Schema, position_of: Callable[[dict], list]):
+def page_response(rows: list[dict], limit: int, renderer: Renderer, position_of: Callable[[dict], list]):
     """Answer a bare JSON array of at most `limit` rows, linking the next page when there is one.
 
     `rows` holds up to limit + 1 rows: the extra one only proves that a next page exists.
     """
     page = rows[:limit]
     links = {"next": {"limit": limit, "cursor": encode_cursor(position_of(page[-1]))}} if len(rows) > limit else {}
-    return linked_page(page, schema, links)
+    return linked_page(page, renderer, links)
