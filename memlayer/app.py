@@ -31,16 +31,21 @@ class JSONProvider(DefaultJSONProvider):
     library's, whose errors json_problem words for the client.
     """
 
-    OPTIONS = orjson.OPT_NON_STR_KEYS
-
     def dumps(self, obj, **kwargs) -> str:
         """The value as JSON text (compact; Flask's indent and key sorting are not applied)."""
-        return orjson.dumps(obj, default=self.default, option=self.OPTIONS).decode()
+        return self.encode(obj).decode()
 
     def response(self, *args, **kwargs):
         """A JSON response, encoded straight to bytes."""
-        body = orjson.dumps(self._prepare_response_obj(args, kwargs), default=self.default, option=self.OPTIONS)
-        return self._app.response_class(body + b"\n", mimetype=self.mimetype)
+        return self._app.response_class(self.encode(self._prepare_response_obj(args, kwargs)) + b"\n",
+                                        mimetype=self.mimetype)
+
+    def encode(self, obj) -> bytes:
+        """orjson's encoding; the standard library's (escaped) for text orjson refuses, such as a lone surrogate."""
+        try:
+            return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return super().dumps(obj).encode()
 
     def loads(self, s, **kwargs):
         """Parse JSON; too deep a nesting raises ValueError so Flask answers 400."""

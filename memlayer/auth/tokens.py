@@ -1,6 +1,7 @@
 """JWT access and refresh tokens (flask-jwt-extended), revocation persisted in PostgreSQL."""
 
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +20,42 @@ from memlayer.web.errors import error_response
 
 logger = logging.getLogger(__name__)
 
-jwt = JWTManager()
+VERIFIED_TOKENS_KEY = "memlayer.verified_tokens"
+VERIFIED_TOKENS_KEPT = 4096  # per app (worker); forgotten all at once when full
+
+
+class VerifyingOnceJWTManager(JWTManager):
+    """flask-jwt-extended's manager, with each distinct token verified once per app instead of decoded 3 times a request.
+
+    The library decodes a token three times per request: its claims and header unverified (for a decode-key
+    callback, which MemLayer does not set), then verified. A token's verified claims never change, so they are
+    kept per app (an app's secret is its own) and a token seen again only has its expiry checked; a new,
+    expired or CSRF-bound token takes the library's path, with its errors. Revocation is still checked on
+    every request (token_in_blocklist_loader).
+    """
+
+    def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None, allow_expired: bool = False) -> dict:
+        if csrf_value is not None or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        verified = current_app.extensions.setdefault(VERIFIED_TOKENS_KEY, {})
+        claims = verified.get(encoded_token)
+        if claims is None or not _unexpired(claims):
+            claims = super()._decode_jwt_from_config(encoded_token)
+            if len(verified) >= VERIFIED_TOKENS_KEPT:
+                verified.clear()
+            verified[encoded_token] = claims
+        return dict(claims)  # the caller's own copy: flask-jwt-extended keeps it on flask.g
+
+
+def _unexpired(claims: dict) -> bool:
+    """Whether verified claims are still within their expiry (and the configured leeway)."""
+    expires = claims.get("exp")
+    leeway = current_app.config.get("JWT_DECODE_LEEWAY", 0)
+    leeway = leeway.total_seconds() if isinstance(leeway, timedelta) else leeway
+    return expires is None or time.time() < expires + leeway
+
+
+jwt = VerifyingOnceJWTManager()
 
 # Claim on an access token naming the refresh token it belongs to, so logout revokes both.
 REFRESH_JTI_CLAIM = "rjti"
