@@ -7,8 +7,7 @@ period, window and recall sizes, the window's first seq, a random number as the 
 benchmark sends), and the offline responder's reply with its usage as recorded by a real send.
 
 Differences, all in the ceiling's favour: pgbench prepares every statement at once (the service prepares
-after MEMLAYER_PREPARE_THRESHOLD runs and never prepares recall), and it passes a quota too large to reach
-where the service passes NULL.
+after MEMLAYER_PREPARE_THRESHOLD runs), and it passes a quota too large to reach where the service passes NULL.
 """
 
 import re
@@ -24,7 +23,7 @@ from memlayer.storage.db import sql
 # (in a transaction?, queries): each entry is one connection checkout; a query is "<sql file>.<query name>".
 SEND_PATH = (
     (False, ("tokens.token_is_usable",)),  # the token blocklist check: one statement in autocommit
-    (True, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),
+    (False, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),  # reads: autocommit
     (True, ("messages.store_exchange",)),
 )
 

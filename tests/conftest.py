@@ -16,7 +16,7 @@ from fake_provider import FakeProvider
 from memlayer.app import create_app
 from memlayer.assistant.catalog import seed_models
 from memlayer.assistant.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
-from memlayer.storage.db import get_pool
+from memlayer.storage.db import get_pool, sql
 from memlayer.storage.embedded import embedded_server
 from memlayer.storage.migrate import apply_migrations
 
@@ -151,6 +151,30 @@ def explain_generic(database_url: str, query, params: dict, *, analyze: bool = F
         arguments = ", ".join(["%s"] * len(names))
         rows = conn.execute(f"EXPLAIN ({options}) EXECUTE planned({arguments})", [params[name] for name in names])
         return "\n".join(row[0] for row in rows.fetchall())
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """Records what the app runs from here on: each SQL statement by its "<file>.<query name>", "BEGIN" for a transaction."""
+    names, executed = {}, []
+    for resource, queries in vars(sql).items():
+        for name in queries.available_queries:
+            names.setdefault(getattr(queries, name).sql, f"{resource}.{name}")
+    real_execute, real_transaction = psycopg.Cursor.execute, psycopg.Connection.transaction
+
+    def execute(self, query, *args, **kwargs):
+        if query:  # the pool's probe of an idle connection is an empty query
+            executed.append(names.get(query, query))
+        return real_execute(self, query, *args, **kwargs)
+
+    def transaction(self, *args, **kwargs):
+        executed.append("BEGIN")
+        return real_transaction(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    monkeypatch.setattr(psycopg.Connection, "transaction", transaction)
+    yield executed
+    monkeypatch.undo()
 
 
 def register(client, email: str | None = None, password: str = "correct horse battery") -> dict:

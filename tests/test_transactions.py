@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from conftest import OPERATOR_TOKEN, count_rows, settled_stats
+from conftest import OPERATOR_TOKEN, count_rows, send, settled_stats
 from memlayer.storage.db import get_pool, sql, transaction
 
 
@@ -107,3 +107,14 @@ def test_no_connection_leaks_after_failing_and_succeeding_requests(client, user,
     assert stats["pool_available"] == stats["pool_size"]
     assert stats.get("requests_waiting", 0) == 0
     assert get_pool(app).get_stats()["requests_num"] >= 30
+
+
+def test_pages_and_searches_read_in_autocommit_one_statement_after_the_token_check(client, user, chat, statements):
+    """At READ COMMITTED a transaction around reads adds BEGIN and COMMIT round trips and no consistency."""
+    send(client, user, chat["id"], "a trip to lisbon")
+    for path in ("/chats?limit=20", f"/chats/{chat['id']}/messages?limit=50", "/memories?limit=20",
+                 "/memories/search?q=lisbon"):
+        statements.clear()
+        assert client.get(path, headers=user["headers"]).status_code == 200
+        assert len(statements) == 2 and "BEGIN" not in statements, (path, statements)
+        assert statements[0] == "tokens.token_is_usable", (path, statements)

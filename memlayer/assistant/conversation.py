@@ -1,6 +1,6 @@
 """The SQL steps of a send: the reads before the model answers, and storing the pair with its usage after.
 
-The caller owns each transaction; these functions only run SQL on the connection they get.
+The caller owns the connection, and the transaction of the writes; these functions only run SQL on it.
 """
 
 import uuid

@@ -42,7 +42,7 @@ def list_chats():
     user_id, fetch = current_user_id(), page["limit"] + 1
     after = decode_cursor(page["cursor"], cursor_timestamp, cursor_uuid) if page["cursor"] else None
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             if after is None:
                 rows = list(sql.chats.list_chats(conn, user_id=user_id, limit=fetch))
             else:
@@ -94,7 +94,7 @@ def import_chat():
 def get_chat(chat_id: UUID):
     """One chat of the user."""
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             chat = sql.chats.get_chat(conn, user_id=current_user_id(), chat_id=chat_id)
     if chat is None:
         raise chat_not_found()

@@ -56,7 +56,7 @@ def list_memories():
     user_id, fetch = current_user_id(), page["limit"] + 1
     after = decode_cursor(page["cursor"], cursor_timestamp, cursor_uuid) if page["cursor"] else None
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             if after is None:
                 rows = list(sql.memories.list_memories(conn, user_id=user_id, limit=fetch))
             else:
@@ -106,7 +106,7 @@ def search_by_body():
 def _search_for(query: dict):
     vector = embed_quietly(query["q"]) if query["q"].strip() else None  # no connection held meanwhile
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             items = recall(conn, user_id=current_user_id(), text=query["q"], limit=query["limit"], vector=vector)
     return jsonify(_recall_items.rows(items))
 
@@ -116,7 +116,7 @@ def _search_for(query: dict):
 def get_memory(memory_id: UUID):
     """One memory of the user."""
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             memory = sql.memories.get_memory(conn, user_id=current_user_id(), memory_id=memory_id)
     if memory is None:
         raise memory_not_found()
@@ -162,7 +162,7 @@ def memory_history(memory_id: UUID):
     """Every version of a memory, oldest first."""
     user_id = current_user_id()
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             if sql.memories.get_memory(conn, user_id=user_id, memory_id=memory_id) is None:
                 raise memory_not_found()
             events = list(sql.memories.memory_history(conn, user_id=user_id, memory_id=memory_id))

@@ -31,7 +31,7 @@ def list_messages(chat_id: UUID):
     query = message_page_params()
     user_id, limit = current_user_id(), query["limit"]
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             if query["after"] is not None or query["cursor"] is not None:
                 after_seq = (position_of(conn, user_id, chat_id, query["after"]) if query["after"] is not None
                              else decode_cursor(query["cursor"], cursor_seq)[0])
@@ -83,7 +83,7 @@ def send_message(chat_id: UUID):
     with idempotency.released_on_failure(claim):
         vector = embed_quietly(content)  # before any connection is borrowed: the provider may be slow
         for attempt in retrying():
-            with attempt, get_pool().connection() as conn, conn.transaction():
+            with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
                 turn = prepare_turn(conn, user_id=user_id, chat_id=chat_id, content=content,
                                     config=current_app.config, vector=vector)
         # No connection is held while the model answers: that may take many seconds.

@@ -18,7 +18,7 @@ _model = ModelSchema()
 def list_models():
     """The enabled models this service can answer with, by name."""
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             rows = list(sql.models.list_enabled_models(conn))
     default = settings.default_model(current_app.config)
     return _model.dump([{**row, "is_default": row["name"] == default} for row in rows if is_usable(row)], many=True)

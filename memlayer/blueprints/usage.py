@@ -26,7 +26,7 @@ def usage():
         raise ValidationError({"from": ["Must be before 'to'."]})
     monthly_quota, user_id = current_app.config["MONTHLY_TOKEN_QUOTA"], current_user_id()
     for attempt in retrying():
-        with attempt, get_pool().connection() as conn, conn.transaction():
+        with attempt, get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
             *models, total = sql.usage.usage_by_model(conn, user_id=user_id, start=start, end=end)
             memory = sql.usage.memory_usage_totals(conn, user_id=user_id, start=start, end=end)
             used = sql.usage.tokens_used(conn, user_id=user_id, period=quota.period_of(now)) if monthly_quota else None
