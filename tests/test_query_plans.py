@@ -4,7 +4,6 @@ Plans are the generic ones a prepared statement gets (psycopg prepares hot queri
 data: one user with a 3,000-message chat, 300 chats and 500 memories among 200 small users.
 """
 
-import re
 
 import psycopg
 import pytest

@@ -2,7 +2,6 @@
 
 import re
 
-import psycopg
 import pytest
 from psycopg.rows import dict_row
 

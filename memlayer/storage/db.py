@@ -3,7 +3,7 @@
 Writes run in one explicit transaction (`with pool.connection() as conn, conn.transaction():`). Code that
 only reads runs its statements in autocommit on the borrowed connection: at READ COMMITTED, PostgreSQL's
 default and MemLayer's, each statement takes its own snapshot inside a transaction too, so BEGIN and COMMIT
-around reads add two round trips and nothing else (they were 10 to 20% of a page's worker CPU, bench/cpu.py).
+around reads add two round trips and nothing else (about 11% of a page's worker CPU, bench/cpu.py).
 """
 
 import atexit

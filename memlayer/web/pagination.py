@@ -8,6 +8,7 @@ from typing import Callable
 from uuid import UUID
 
 from flask import jsonify, request, url_for
+
 from memlayer.web.errors import ApiError
 from memlayer.web.rendering import Renderer
 from memlayer.web.schemas import MessagePageQuerySchema, PageQuerySchema, load_query
