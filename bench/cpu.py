@@ -6,7 +6,7 @@ through its own API, then wrk loads each scenario on each tree in turn, the orde
 that the VM's drift falls on both sides alike. CPU is read from /proc for the tree's gunicorn workers only,
 so the ratios compare the Python each request runs; PostgreSQL's CPU per request is shown beside it.
 
-Usage: python bench/cpu.py [--baseline REV ...] [--rounds 3] [--seconds 8] [--connections 16]
+Usage: python bench/cpu.py [--baseline REV ...] [--rounds 3] [--seconds 8] [--connections 16] [--only send ...]
 """
 
 import argparse
@@ -106,13 +106,13 @@ class Tree:
                          "postgres_cpu_ms": round(postgres * 1000 / requests, 3)}
 
 
-def table(labels: list[str], runs: dict) -> str:
+def table(labels: list[str], runs: dict, scenarios: list[str]) -> str:
     """Median CPU ms per request per tree and scenario, and each tree's median ratio to the last (this checkout)."""
     current = labels[-1]
     lines = ["| scenario | " + " | ".join(f"{label}: worker + PG CPU ms/req, req/s" for label in labels)
              + " | " + " | ".join(f"{current} / {label} (worker CPU, each round)" for label in labels[:-1]) + " |",
              "|---|" + "---:|" * (2 * len(labels) - 1)]
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         cells = []
         for label in labels:
             rounds = runs[label][scenario]
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measured load")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run")
     args = parser.parse_args()
 
     head = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
@@ -146,7 +147,7 @@ def main() -> None:
         runs = {tree.label: {scenario: [] for scenario in SCENARIOS} for tree in trees}
         for round_number in range(args.rounds):
             order = trees if round_number % 2 == 0 else trees[::-1]
-            for scenario in SCENARIOS:
+            for scenario in args.only:
                 for tree in order:
                     result = tree.measure(scenario, args.seconds, args.connections)
                     runs[tree.label][scenario].append(result)
@@ -155,12 +156,12 @@ def main() -> None:
         for tree in trees:
             tree.service.stop()
     labels = [tree.label for tree in trees]
-    print("\n" + table(labels, runs))
+    print("\n" + table(labels, runs, args.only))
     out = ROOT / "bench" / "results" / f"cpu-{date.today().isoformat()}.json"
     out.write_text(json.dumps({
         "date": date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),
         "seconds": args.seconds, "connections": args.connections, "rounds": args.rounds, "trees": labels,
-        "runs": runs, "table": table(labels, runs),
+        "runs": runs, "table": table(labels, runs, args.only),
     }, indent=2) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
 
