@@ -10,12 +10,14 @@ import logging
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from click.testing import CliRunner
 
 from conftest import new_chat, new_user, search, send, settled_stats
 from fake_provider import Drop, Embeddings, Hang, Malformed, Status
 from memlayer.cli import main
-from memlayer.memory.embeddings import backfill
+from memlayer.memory.embeddings import Vector, backfill
+from memlayer.memory.recall import recall, similar_memories
 from memlayer.providers.embeddings import EmbeddingFailed, EmbeddingsClient
 from memlayer.storage.db import get_pool
 
@@ -277,3 +279,18 @@ def test_nearest_neighbours_read_the_sign_bits_first_and_rank_exactly(needs_vect
                        "ORDER BY embedding <=> %s::vector LIMIT 5", [query, user_id, query]).fetchall()
     assert [round(s, 9) for _, s in found] == sorted((round(s, 9) for _, s in found), reverse=True)  # exact order
     assert len(set(found) & set(exact)) >= 4  # the sign bits keep (nearly) every true neighbour in the first pass
+
+
+def test_recall_with_a_vector_is_planned_per_run(needs_vectors, database_url, app):
+    """Only a per-run plan folds the vector branches away (a generic one made a search 4 times slower)."""
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row, prepare_threshold=0) as conn:
+        user_id = conn.execute("INSERT INTO users (email, password_hash) VALUES ('plans@example.com', 'x') RETURNING id"
+                               ).fetchone()["id"]
+        vector = Vector.of(MODEL, [0.25] * 8)
+        for _ in range(6):
+            recall(conn, user_id=user_id, text="my cat", limit=5, vector=vector)
+            similar_memories(conn, user_id=user_id, text="my cat", limit=5, vector=vector)
+        recall(conn, user_id=user_id, text="my cat", limit=5)
+        prepared = [row["statement"] for row in conn.execute("SELECT statement FROM pg_prepared_statements")]
+
+    assert len([statement for statement in prepared if "recall_nearest" in statement]) == 1, prepared  # the lexical one

@@ -21,7 +21,7 @@ from memlayer.web.errors import error_response
 logger = logging.getLogger(__name__)
 
 VERIFIED_TOKENS_KEY = "memlayer.verified_tokens"
-VERIFIED_TOKENS_KEPT = 4096  # per app (worker); forgotten all at once when full
+VERIFIED_TOKENS_KEPT = 2048  # per app (worker), about 3 MB at most; forgotten all at once when full
 
 
 class VerifyingOnceJWTManager(JWTManager):
