@@ -291,6 +291,9 @@ def test_recall_with_a_vector_is_planned_per_run(needs_vectors, database_url, ap
             recall(conn, user_id=user_id, text="my cat", limit=5, vector=vector)
             similar_memories(conn, user_id=user_id, text="my cat", limit=5, vector=vector)
         recall(conn, user_id=user_id, text="my cat", limit=5)
-        prepared = [row["statement"] for row in conn.execute("SELECT statement FROM pg_prepared_statements")]
+        similar_memories(conn, user_id=user_id, text="my cat", limit=5)
+        prepared = conn.execute("SELECT statement, generic_plans + custom_plans AS runs FROM pg_prepared_statements"
+                                ).fetchall()
 
-    assert len([statement for statement in prepared if "recall_nearest" in statement]) == 1, prepared  # the lexical one
+    # Each query's statement is prepared, and ran once: for the call without a vector.
+    assert [row["runs"] for row in prepared if "recall_nearest" in row["statement"]] == [1, 1], prepared
