@@ -42,6 +42,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Install one stderr handler on the root logger (idempotent)."""
+    # No format here names a thread: without this, every record asks threading.current_thread(), which in a
+    # gevent worker makes a dummy Thread for each request's new greenlet (a third of an access line's cost).
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
