@@ -233,8 +233,10 @@ SELECT r.source, r.id, r.chat_id, r.content, r.created_at, r.score,
        (SELECT c.title FROM chats AS c WHERE c.id = r.chat_id) AS chat_title
 FROM (
     SELECT source, id, chat_id, content, created_at,
-           -- float8, not numeric: numeric power() costs more than the ranking itself.
-           score * (1 + 0.05 * power(0.5, extract(epoch FROM now() - as_of)::float8 / (30 * 86400))) AS score
+           -- float8, not numeric: numeric power() costs more than the ranking itself. The exponent is capped
+           -- (0.5^1000 is nothing already): an item imported with a date centuries back would underflow float8.
+           score * (1 + 0.05 * power(0.5, least(extract(epoch FROM now() - as_of)::float8 / (30 * 86400), 1000)))
+               AS score
     FROM ranked
     ORDER BY score DESC, created_at DESC, id
     LIMIT :limit

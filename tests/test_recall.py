@@ -167,3 +167,16 @@ def test_search_takes_a_long_text_in_a_body_too(client, user, chat):
     assert too_long.status_code == 422
     unknown = client.post("/memories/search", json={"q": "cat", "extra": 1}, headers=user["headers"])
     assert unknown.status_code == 422
+
+
+def test_an_item_dated_centuries_back_is_recalled_and_sends_still_work(client, user):
+    """The recency factor's exponent is capped: 0.5 ** (age in months) underflowed for year-1 dates (422 on every recall)."""
+    ancient = {"title": "Antiquity", "messages": [
+        {"role": "user", "content": "the amphora held olive oil", "created_at": "0001-01-01T00:00:00Z"},
+        {"role": "assistant", "content": "noted", "created_at": "0001-01-01T00:00:05Z"}]}
+    assert client.post("/chats/import", json=ancient, headers=user["headers"]).status_code == 201
+
+    assert [item["content"] for item in search(client, user, "amphora")] == ["the amphora held olive oil"]
+    other = new_chat(client, user)
+    assert client.post(f"/chats/{other['id']}/messages", json={"content": "what was in the amphora?"},
+                       headers=user["headers"]).status_code == 201
