@@ -36,7 +36,7 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 
 def worktree(revision: str) -> Path:
-    """A detached worktree of the revision under .memlayer/bench/trees (made once, reused)."""
+    """A detached worktree of the revision under .memlayer/bench/trees (removed again at the end of the run)."""
     commit = git("rev-parse", "--short=10", f"{revision}^{{commit}}")
     path = TREES / commit
     if not (path / "memlayer").is_dir():
@@ -155,6 +155,8 @@ def main() -> None:
     finally:
         for tree in trees:
             tree.service.stop()
+        for _, path in sources[:-1]:
+            git("worktree", "remove", "--force", str(path))
     labels = [tree.label for tree in trees]
     print("\n" + table(labels, runs, args.only))
     out = ROOT / "bench" / "results" / f"cpu-{date.today().isoformat()}.json"

@@ -35,6 +35,7 @@ class VerifyingOnceJWTManager(JWTManager):
     """
 
     def _decode_jwt_from_config(self, encoded_token: str, csrf_value=None, allow_expired: bool = False) -> dict:
+        """The token's verified claims: kept ones while unexpired, else the library's decoding (which raises)."""
         if csrf_value is not None or allow_expired:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         verified = current_app.extensions.setdefault(VERIFIED_TOKENS_KEY, {})
