@@ -19,7 +19,13 @@ from datetime import date
 
 import psycopg
 
-from harness import ROOT, Service, fresh_database, percentiles  # bench/ is on sys.path when run as a script
+from harness import (  # bench/ is on sys.path when run as a script
+    ROOT,
+    Service,
+    fresh_database,
+    percentiles,
+    run_threads_for,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))  # the fake model is the one the tests use
 from fake_provider import FakeProvider, Reply  # noqa: E402
@@ -76,9 +82,9 @@ def sign_up(port: int, email: str) -> tuple[Client, str]:
 def sends_per_second(port: int, label: str, clients: int, seconds: float) -> dict:
     """`clients` users sending in a loop for `seconds`: sends per second and latency."""
     users = [sign_up(port, f"{label}-{n}-{uuid.uuid4().hex[:6]}@example.com") for n in range(clients)]
-    stop, latencies, errors = threading.Event(), [], []
+    latencies, errors = [], []
 
-    def sender(client: Client, chat_id: str) -> None:
+    def sender(stop: threading.Event, client: Client, chat_id: str) -> None:
         n = 0
         while not stop.is_set():
             n += 1
@@ -87,15 +93,7 @@ def sends_per_second(port: int, label: str, clients: int, seconds: float) -> dic
                                        {"content": f"My note number {n} is about {uuid.uuid4().hex[:8]}."})
             (latencies if status == 201 else errors).append((time.perf_counter() - started) * 1000)
 
-    threads = [threading.Thread(target=sender, args=user) for user in users]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
+    elapsed = run_threads_for(seconds, sender, users)
     return {"sends": len(latencies), "errors": len(errors), "per_second": round(len(latencies) / elapsed, 1),
             "latency": percentiles(latencies)}
 

@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -130,6 +131,20 @@ class Service:
         self.process.wait(timeout=60)
         if self.log:
             self.log.close()
+
+
+def run_threads_for(seconds: float, target, argument_lists: list[tuple]) -> float:
+    """target(stop, *arguments) in one thread per argument tuple, told to stop after `seconds`; wall seconds taken."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=target, args=(stop, *arguments)) for arguments in argument_lists]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return time.monotonic() - started
 
 
 def ensure_wrk() -> str:

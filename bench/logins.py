@@ -17,9 +17,11 @@ from datetime import date
 from harness import (  # bench/ is on sys.path
     ROOT,
     Service,
+    cpu_seconds,
     fresh_database,
     gunicorn_workers,
     percentiles,
+    run_threads_for,
 )
 from memlayer.auth.passwords import check_hash, make_hash
 
@@ -46,10 +48,10 @@ def logins_per_second(method: str, seconds: float) -> dict:
         for email in emails:
             service.request("POST", "/auth/register", {"email": email, "password": PASSWORD})
         workers = gunicorn_workers(service)
-        cpu_before = sum(sum(w.cpu_times()[:2]) for w in workers)
-        stop, latencies, failures = threading.Event(), [], []
+        cpu_before = cpu_seconds(workers)
+        latencies, failures = [], []
 
-        def client(email: str) -> None:
+        def client(stop: threading.Event, email: str) -> None:
             body = json.dumps({"email": email, "password": PASSWORD})
             while not stop.is_set():
                 started = time.perf_counter()
@@ -62,16 +64,8 @@ def logins_per_second(method: str, seconds: float) -> dict:
                     status = 0
                 (latencies if status == 200 else failures).append((time.perf_counter() - started) * 1000)
 
-        threads = [threading.Thread(target=client, args=(email,)) for email in emails]
-        began = time.monotonic()
-        for thread in threads:
-            thread.start()
-        time.sleep(seconds)
-        stop.set()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - began
-        cpu = sum(sum(w.cpu_times()[:2]) for w in workers) - cpu_before
+        elapsed = run_threads_for(seconds, client, [(email,) for email in emails])
+        cpu = cpu_seconds(workers) - cpu_before
     finally:
         service.stop()
     return {"logins": len(latencies), "failures": len(failures), "per_second": round(len(latencies) / elapsed, 2),

@@ -391,7 +391,7 @@ def db_stop() -> None:
 
 def _user_id_of(email: str):
     """The id of the account with this email (the caller holds an app context); a one-line error if none."""
-    with get_pool().connection() as conn, conn.transaction():
+    with get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
         user = sql.users.get_user_by_email(conn, email=email)
     if user is None:
         raise click.ClickException(f"no account with the email {email}")

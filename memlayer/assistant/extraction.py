@@ -123,7 +123,7 @@ def run_extraction(job: ClaimedJob) -> str:
             conn, user_id=job.user_id, chat_id=source["chat_id"], before_seq=source["seq"],
             limit=int(config["MEMORY_EXTRACTION_TURNS"])))[::-1]
     vector = embed_quietly(source["content"])  # no connection held: the provider may be slow
-    with get_pool().connection() as conn, conn.transaction():
+    with get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
         memories = similar_memories(conn, user_id=job.user_id, text=source["content"], vector=vector,
                                     limit=int(config["MEMORY_EXTRACTION_MEMORIES"]))
     shown = {f"m{n}": memory["id"] for n, memory in enumerate(memories, start=1)}

@@ -24,7 +24,7 @@ def health():
     """200 when the database answers, 503 (still JSON) when it does not."""
     timeout = min(HEALTH_CHECK_TIMEOUT, float(current_app.config["POOL_TIMEOUT"]))
     try:
-        with get_pool().connection(timeout=timeout) as conn, conn.transaction():
+        with get_pool().connection(timeout=timeout) as conn:  # reads only: autocommit (storage/db.py)
             sql.health.ping(conn)
     except psycopg.OperationalError as error:  # PoolTimeout is one too
         logger.warning("health check: database unreachable (%s)", type(error).__name__)

@@ -15,7 +15,7 @@ JOB_STATES = ("queued", "running", "done", "failed")
 def metrics():
     """Every worker's counters and histograms, and the job queue as the database has it now."""
     require_operator()
-    with get_pool().connection() as conn, conn.transaction():
+    with get_pool().connection() as conn:  # reads only: autocommit (storage/db.py)
         counts = {row["state"]: row for row in sql.jobs.queue_counts(conn)}
     jobs = gauge_family("memlayer_jobs", "Background jobs by state",
                         [({"state": state}, counts[state]["jobs"] if state in counts else 0) for state in JOB_STATES])
