@@ -24,7 +24,7 @@ from memlayer.storage.db import sql
 SEND_PATH = (
     (False, ("tokens.token_is_usable",)),  # the token blocklist check: one statement in autocommit
     (False, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),  # reads: autocommit
-    (True, ("messages.store_exchange",)),
+    (False, ("messages.store_exchange",)),  # one statement: all-or-nothing in autocommit
 )
 
 # pgbench variables for parameters whose name means something else in another statement of the path.
@@ -52,7 +52,8 @@ CREATE TABLE bench_clients (
     prompt_tokens int NOT NULL,
     completion_tokens int NOT NULL,
     cost         numeric NOT NULL,
-    quota        bigint NOT NULL
+    quota        bigint NOT NULL,
+    extract      boolean NOT NULL
 )
 """
 
@@ -83,7 +84,7 @@ def script() -> str:
     lines = [
         "\\if :initialized = 0",
         "SELECT user_id, chat_id, jti, model, period, recent_limit, recall_k, window_start_seq, reply, prompt_tokens,",
-        "       completion_tokens, cost, quota, 1 AS initialized",
+        "       completion_tokens, cost, quota, extract, 1 AS initialized",
         "FROM bench_clients WHERE client = :client_id \\gset",
         "\\endif",
         "\\set content random(1, 100000000)",
@@ -103,7 +104,7 @@ def load_clients(url: str, clients: list[dict]) -> None:
             cur.executemany(
                 "INSERT INTO bench_clients VALUES (%(client)s, %(user_id)s, %(chat_id)s, %(jti)s, %(model)s,"
                 " %(period)s, %(recent_limit)s, %(recall_k)s, %(window_start_seq)s, %(reply)s, %(prompt_tokens)s,"
-                " %(completion_tokens)s, %(cost)s, %(quota)s)",
+                " %(completion_tokens)s, %(cost)s, %(quota)s, %(extract)s)",
                 clients,
             )
 

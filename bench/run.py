@@ -141,6 +141,7 @@ def scenario_send(bench: Bench) -> None:
                 "recent_limit": bench.config["RECENT_MESSAGES"], "recall_k": bench.config["RECALL_K"],
                 "window_start_seq": window_start_seq, "reply": sample[0], "prompt_tokens": sample[1],
                 "completion_tokens": sample[2], "cost": sample[3], "quota": ceiling.QUOTA_NEVER_REACHED,
+                "extract": False,  # the offline model's sends queue no extraction
             })
     ceiling.load_clients(bench.url, clients)
     with Meter([]) as meter:

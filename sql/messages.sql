@@ -1,10 +1,12 @@
--- name: store_exchange(user_id, chat_id, content, reply, model, prompt_tokens, completion_tokens, cost, period, quota)^
+-- name: store_exchange(user_id, chat_id, content, reply, model, prompt_tokens, completion_tokens, cost, period, quota, extract)^
 -- One send's writes in one statement: mark the live chat active (the UPDATE row-locks it, so sends to
 -- one chat serialize and each pair stays adjacent), charge the reply's tokens to the user's period
 -- unless the total had already reached the quota (NULL: no quota; the counter's row lock makes this
--- hold under concurrency), then store the user's message and the reply, in that order. Each step reads
--- the one before, so a missing chat or a refused charge writes nothing. One row: chat_found and
--- charged, the user's message's id, and the stored reply (NULL columns when nothing was stored).
+-- hold under concurrency), then store the user's message and the reply, in that order, and queue
+-- memory extraction for the user's message when :extract. Each step reads the one before, so a missing
+-- chat or a refused charge writes nothing; being one statement, it is all-or-nothing even in autocommit.
+-- One row: chat_found and charged, the user's message's id, and the stored reply (NULL columns when
+-- nothing was stored).
 WITH chat AS (
     UPDATE chats
     SET updated_at = now()
@@ -29,6 +31,9 @@ WITH chat AS (
          ) AS v (position, role, content, model, prompt_tokens, completion_tokens, cost)
     ORDER BY v.position
     RETURNING id, seq, chat_id, user_id, role, content, model, prompt_tokens, completion_tokens, cost, created_at
+), job AS (
+    INSERT INTO memory_jobs (user_id, message_id)
+    SELECT :user_id, id FROM pair WHERE role = 'user' AND CAST(:extract AS boolean)
 )
 SELECT EXISTS (SELECT FROM chat) AS chat_found, EXISTS (SELECT FROM charge) AS charged,
        (SELECT id FROM pair WHERE role = 'user') AS user_message_id,

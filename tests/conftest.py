@@ -164,7 +164,7 @@ def statements(monkeypatch):
 
     def execute(self, query, *args, **kwargs):
         if query:  # the pool's probe of an idle connection is an empty query
-            executed.append(names.get(query, query))
+            executed.append(names.get(query, query) if isinstance(query, str) else query)
         return real_execute(self, query, *args, **kwargs)
 
     def transaction(self, *args, **kwargs):

@@ -87,6 +87,21 @@ def test_every_user_message_and_memory_gets_a_vector_of_the_model(eclient, user,
     assert rows == [(True, False, MODEL, 5), (False, True, MODEL, 5)]  # assistant replies get none
 
 
+def test_a_messages_vector_commits_with_it_or_neither_does(eclient, user, chat, db, monkeypatch):
+    # The vector is a second write: the store runs in a transaction, and a failure storing it undoes the pair.
+    from memlayer.storage.db import sql
+
+    def broken(conn, **params):
+        raise RuntimeError("injected while storing the vector")
+
+    monkeypatch.setattr(sql.embeddings, "store_message_embedding", broken)
+    response = eclient.post(f"/chats/{chat['id']}/messages", json={"content": "my cat is called Ada"},
+                            headers=user["headers"])
+    assert response.status_code == 500
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM monthly_usage").fetchone()[0] == 0
+
+
 def test_a_changed_memory_is_recalled_by_its_new_meaning(eclient, user, db):
     memory = eclient.post("/memories", json={"content": "User lives in Lisbon"}, headers=user["headers"]).get_json()
     assert contents(search(eclient, user, "which town is home?")) == ["User lives in Lisbon"]

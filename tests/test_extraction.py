@@ -61,15 +61,36 @@ def test_each_exchange_queues_one_job_in_its_transaction(llm_client, talker, db)
 
 
 def test_a_send_that_fails_after_storing_leaves_no_job(llm_client, talker, db, monkeypatch):
+    # With an Idempotency-Key the answer is recorded in the store's transaction; failing there undoes the job too.
     from memlayer.web import idempotency
 
     def broken(*args, **kwargs):
         raise RuntimeError("injected after the writes")
 
     monkeypatch.setattr(idempotency, "respond", broken)
-    send(llm_client, talker, talker["chat_id"], "My sister is called Lucia.", status=500)
+    response = llm_client.post(f"/chats/{talker['chat_id']}/messages", json={"content": "My sister is Lucia."},
+                               headers={**talker["headers"], "Idempotency-Key": "lucia"})
+    assert response.status_code == 500
     assert jobs(db) == []
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_the_job_is_queued_by_the_statement_that_stores_the_pair(llm_client, talker, db):
+    # Without a key the store is one statement in autocommit: a job that cannot be queued stores nothing.
+    db.execute("""
+        CREATE FUNCTION fail_job_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected by test'; END $$;
+        CREATE TRIGGER fail_job_insert BEFORE INSERT ON memory_jobs
+        FOR EACH ROW EXECUTE FUNCTION fail_job_insert();
+    """)
+    try:
+        send(llm_client, talker, talker["chat_id"], "My sister is called Lucia.", status=500)
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM monthly_usage").fetchone()[0] == 0
+    finally:
+        db.execute("DROP TRIGGER fail_job_insert ON memory_jobs; DROP FUNCTION fail_job_insert()")
+    send(llm_client, talker, talker["chat_id"], "My sister is called Lucia.")
+    assert len(jobs(db)) == 1
 
 
 def test_add_update_and_delete_as_the_model_says_with_the_source_in_the_history(llm_app, llm_client, talker,

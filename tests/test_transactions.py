@@ -8,7 +8,7 @@ from memlayer.storage.db import get_pool, sql, transaction
 
 
 def fail_after_storing(monkeypatch):
-    """Make a send fail after its write statement ran, inside the transaction, before the commit."""
+    """Make a send fail after its store statement ran, inside the transaction, before the commit."""
     real_store = sql.messages.store_exchange
     seen_in_transaction = []
 
@@ -25,10 +25,12 @@ def fail_after_storing(monkeypatch):
 
 
 def test_failure_before_commit_leaves_no_row(client, user, chat, db, monkeypatch):
+    # With an Idempotency-Key the answer is recorded beside the pair, so the store is a transaction of its own.
     seen_in_transaction = fail_after_storing(monkeypatch)
     before = db.execute("SELECT updated_at FROM chats").fetchone()[0]
 
-    response = client.post(f"/chats/{chat['id']}/messages", json={"content": "remember this"}, headers=user["headers"])
+    response = client.post(f"/chats/{chat['id']}/messages", json={"content": "remember this"},
+                           headers={**user["headers"], "Idempotency-Key": "send-1"})
 
     assert seen_in_transaction == [2]
     assert response.status_code == 500
@@ -42,8 +44,9 @@ def test_failure_before_commit_leaves_no_row(client, user, chat, db, monkeypatch
     assert db.execute("SELECT updated_at FROM chats").fetchone()[0] == before
 
 
-def test_database_error_on_second_insert_rolls_back(client, user, chat, db):
-    # A real PostgreSQL error raised by the server while inserting the assistant's row, after the user's.
+def test_a_lone_store_statement_is_all_or_nothing_without_begin(client, user, chat, db, statements):
+    # A send without an Idempotency-Key or a vector stores with one statement in autocommit (no BEGIN):
+    # a real PostgreSQL error raised while inserting the assistant's row, after the user's, undoes it all.
     db.execute("""
         CREATE FUNCTION fail_assistant_insert() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'injected by test'; END $$;
@@ -52,10 +55,12 @@ def test_database_error_on_second_insert_rolls_back(client, user, chat, db):
     """)
     try:
         response = client.post(f"/chats/{chat['id']}/messages", json={"content": "hello"}, headers=user["headers"])
+        assert "BEGIN" not in statements and statements[-1] == "messages.store_exchange"
         assert response.status_code == 500
         assert response.get_json()["detail"] == "Internal server error"
         assert "injected" not in response.get_data(as_text=True)
         assert count_rows(db, "messages") == 0
+        assert count_rows(db, "monthly_usage") == 0
     finally:
         db.execute("DROP TRIGGER fail_assistant_insert ON messages; DROP FUNCTION fail_assistant_insert()")
     # The pool's connection survived the error and serves the next send.

@@ -1,9 +1,11 @@
 """The SQL steps of a send: the reads before the model answers, and storing the pair with its usage after.
 
-The caller owns the connection, and the transaction of the writes; these functions only run SQL on it.
+The caller owns the connection, and the transaction of the writes (store_transaction says which it needs);
+these functions only run SQL on it.
 """
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import psycopg
@@ -35,7 +37,7 @@ class Turn:
     context: list[dict]
     quota: int | None
     vector: Vector | None = None  # the message's embedding, stored with it when there is one
-    extract: bool = False  # queue memory extraction for the message when it is stored
+    extract: bool = False  # queue memory extraction for the message when it is stored (same statement)
 
 
 def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config,
@@ -59,18 +61,28 @@ def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.
     return Turn(user_id, chat_id, content, model, context, monthly_quota, vector, extract)
 
 
+def store_transaction(conn: psycopg.Connection, turn: Turn, *, records_answer: bool) -> AbstractContextManager:
+    """The transaction that storing `turn` needs: none when it is one statement, else BEGIN/COMMIT around it.
+
+    The pair, its charge and its extraction job are one statement, all-or-nothing on its own in autocommit
+    (BEGIN and COMMIT would add two round trips to every send). The message's vector, and an Idempotency-Key's
+    answer recorded beside the pair (`records_answer`), are further writes that must commit with it.
+    """
+    return conn.transaction() if turn.vector is not None or records_answer else nullcontext()
+
+
 def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
     """Store the user's message and the assistant's reply next to each other, charge the tokens; return the reply row.
 
     One statement (sql/messages.sql store_exchange): the chat's row lock keeps each pair adjacent, and the
     usage counter's row lock keeps the quota under concurrency (429, nothing stored, when it was reached).
-    The message's extraction job is queued in the same transaction: a rolled-back send leaves no job.
+    The message's extraction job is queued by the same statement: a send that stores nothing queues nothing.
     """
     now = quota.utc_now()
     row = sql.messages.store_exchange(
         conn, user_id=turn.user_id, chat_id=turn.chat_id, content=turn.content, reply=reply.content,
         model=turn.model.name, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-        cost=turn.model.cost(reply), period=quota.period_of(now), quota=turn.quota,
+        cost=turn.model.cost(reply), period=quota.period_of(now), quota=turn.quota, extract=turn.extract,
     )
     if not row.pop("chat_found"):
         raise chat_not_found()
@@ -79,6 +91,4 @@ def store_exchange(conn: psycopg.Connection, turn: Turn, reply: Reply) -> dict:
     user_message_id = row.pop("user_message_id")
     if turn.vector is not None:
         store_message_vector(conn, user_id=turn.user_id, message_id=user_message_id, vector=turn.vector)
-    if turn.extract:
-        sql.jobs.enqueue_extraction(conn, user_id=turn.user_id, message_id=user_message_id)
     return row

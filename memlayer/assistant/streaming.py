@@ -8,7 +8,7 @@ import json
 
 from flask import Response, current_app, request, stream_with_context
 
-from memlayer.assistant.conversation import Turn, store_exchange
+from memlayer.assistant.conversation import Turn, store_exchange, store_transaction
 from memlayer.providers.replies import ReplyStream
 from memlayer.storage.db import get_pool, retrying
 from memlayer.web import idempotency
@@ -40,7 +40,8 @@ def event_stream(turn: Turn, stream: ReplyStream, dump_message, claim: idempoten
             for piece in stream:
                 yield sse("delta", {"content": piece})
             for attempt in retrying():
-                with attempt, get_pool().connection() as conn, conn.transaction():
+                with attempt, get_pool().connection() as conn, \
+                        store_transaction(conn, turn, records_answer=claim is not None):
                     message = dump_message(store_exchange(conn, turn, stream.reply))
                     idempotency.respond(conn, claim, message, 201)  # what a retry with the key is answered
             stored = True

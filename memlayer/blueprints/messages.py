@@ -5,7 +5,7 @@ from uuid import UUID
 from flask import Blueprint, current_app
 from flask_jwt_extended import jwt_required
 
-from memlayer.assistant.conversation import chat_not_found, prepare_turn, store_exchange
+from memlayer.assistant.conversation import chat_not_found, prepare_turn, store_exchange, store_transaction
 from memlayer.assistant.responders import responder_for
 from memlayer.assistant.streaming import event_stream, wants_event_stream
 from memlayer.auth.tokens import current_user_id
@@ -92,7 +92,8 @@ def send_message(chat_id: UUID):
             return event_stream(turn, responder.stream(turn.model.name, turn.context), _message.dump, claim)
         reply = responder.reply(turn.model.name, turn.context)
         for attempt in retrying():
-            with attempt, get_pool().connection() as conn, conn.transaction():
+            with attempt, get_pool().connection() as conn, \
+                    store_transaction(conn, turn, records_answer=claim is not None):
                 assistant = store_exchange(conn, turn, reply)
-                response = idempotency.respond(conn, claim, _message.dump(assistant), 201)
+                response = idempotency.respond(conn, claim, _message_rows.row(assistant), 201)
     return response
