@@ -51,7 +51,7 @@ def assemble_context(
 
     Runs only reads, on the caller's connection and transaction; a chat that is not the user's gives an empty window.
     """
-    recent = list(sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit))
+    recent = sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit)
     recalled = []
     if settings.recall_k > 0:
         # The window's messages are not recalled as memories. The window is the chat's latest rows, so its

@@ -16,10 +16,12 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import aiosql
+import orjson
 import psycopg
 from flask import Flask, current_app
 from psycopg import errors as pgerrors
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -53,6 +55,7 @@ def create_pool(config) -> ConnectionPool:
         max_size=int(config["POOL_MAX_SIZE"]),
         timeout=float(config["POOL_TIMEOUT"]),
         check=check_if_idle,
+        configure=configure_connection,
         kwargs={
             # autocommit=True so conn.transaction() is a real BEGIN/COMMIT, not a savepoint.
             "autocommit": True,
@@ -65,6 +68,11 @@ def create_pool(config) -> ConnectionPool:
         name="memlayer",
         open=False,
     )
+
+
+def configure_connection(conn: psycopg.Connection) -> None:
+    """Set up a new pooled connection: JSON values (a send's recent window) are parsed by orjson."""
+    set_json_loads(orjson.loads, conn)
 
 
 # A connection back in the pool for longer than this is probed (one empty query) before it is lent again:
