@@ -23,13 +23,12 @@ from memlayer.storage.db import sql
 # (in a transaction?, queries): each entry is one connection checkout; a query is "<sql file>.<query name>".
 SEND_PATH = (
     (False, ("tokens.token_is_usable",)),  # the token blocklist check: one statement in autocommit
-    (False, ("chats.chat_for_send", "messages.recent_messages", "memories.recall")),  # reads: autocommit
+    (False, ("chats.chat_for_send", "memories.recall")),  # reads: autocommit
     (False, ("messages.store_exchange",)),  # one statement: all-or-nothing in autocommit
 )
 
 # pgbench variables for parameters whose name means something else in another statement of the path.
 RENAMED = {
-    "messages.recent_messages": {"limit": "recent_limit"},
     "memories.recall": {"limit": "recall_k", "text": "content", "window_chat_id": "chat_id"},
     "chats.chat_for_send": {"default_model": "model"},
 }

@@ -72,18 +72,3 @@ SELECT m.seq
 FROM messages AS m
 JOIN chats AS c ON c.id = m.chat_id
 WHERE m.id = :message_id AND m.chat_id = :chat_id AND c.user_id = :user_id AND c.deleted_at IS NULL;
-
--- name: recent_messages(user_id, chat_id, limit)$
--- A live chat's latest messages, newest first (candidates for the responder's recent window), as one
--- JSON array of {seq, role, content}: one value parsed in C costs the worker less than 50 rows through
--- the row factory; ownership checked once, as in list_messages.
-SELECT coalesce(json_agg(json_build_object('seq', m.seq, 'role', m.role, 'content', m.content)
-                         ORDER BY m.seq DESC), '[]')
-FROM (
-    SELECT seq, role, content
-    FROM messages
-    WHERE chat_id = :chat_id
-      AND EXISTS (SELECT 1 FROM chats WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL)
-    ORDER BY seq DESC
-    LIMIT :limit
-) AS m;

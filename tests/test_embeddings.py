@@ -10,8 +10,8 @@ import logging
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from click.testing import CliRunner
+from psycopg.rows import dict_row
 
 from conftest import new_chat, new_user, search, send, settled_stats
 from fake_provider import Drop, Embeddings, Hang, Malformed, Status

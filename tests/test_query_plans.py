@@ -69,7 +69,8 @@ def test_the_latest_page_of_a_big_chat_reads_the_index_backwards(database_url, s
 
 
 def test_the_recent_window_of_a_big_chat_reads_the_index_backwards(database_url, skewed):
-    plan = generic_plan(database_url, sql.messages.recent_messages, limit=50, **skewed)
+    plan = generic_plan(database_url, sql.chats.chat_for_send, recent_limit=50, default_model="offline",
+                        period="2026-11-01", **skewed)
     assert "Index Scan Backward using messages_chat_seq_idx" in plan
     assert_ordered_scan(plan, "messages_chat_seq_idx")
 

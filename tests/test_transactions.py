@@ -103,7 +103,7 @@ def test_no_connection_leaks_after_failing_and_succeeding_requests(client, user,
         fail_after_storing(patch)
         assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
     with monkeypatch.context() as patch:
-        patch.setattr(sql.messages, "recent_messages", lambda *a, **k: (_ for _ in ()).throw(ValueError("read failed")))
+        patch.setattr(sql.memories, "recall", lambda *a, **k: (_ for _ in ()).throw(ValueError("read failed")))
         assert client.post(f"/chats/{chat['id']}/messages", json={"content": "x"}, headers=headers).status_code == 500
 
     assert client.get("/health/db-pool", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}).status_code == 200

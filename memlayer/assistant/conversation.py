@@ -42,20 +42,22 @@ class Turn:
 
 def prepare_turn(conn: psycopg.Connection, *, user_id: uuid.UUID, chat_id: uuid.UUID, content: str, config,
                  vector: Vector | None = None) -> Turn:
-    """Everything read before the model is asked: the chat (404) and its model (409), the quota (429), the context.
+    """The reads before the model is asked: chat and recent window (404), model (409), quota (429), context.
 
     `vector` is the message's embedding (made before this transaction), the query of recall by meaning.
     """
     now, monthly_quota = quota.utc_now(), config["MONTHLY_TOKEN_QUOTA"]
+    context_settings = ContextSettings.from_config(config)
     row = sql.chats.chat_for_send(conn, user_id=user_id, chat_id=chat_id,
-                                  default_model=settings.default_model(config), period=quota.period_of(now))
+                                  default_model=settings.default_model(config), period=quota.period_of(now),
+                                  recent_limit=context_settings.recent_limit)
     if row is None:
         raise chat_not_found()
     model = chat_model(row, config)
     quota.check(row["tokens_used"], monthly_quota, now)
-    context_settings = ContextSettings.from_config(config).within(model.context_window)
-    context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content, settings=context_settings,
-                               vector=vector)
+    context = assemble_context(conn, user_id=user_id, chat_id=chat_id, content=content,
+                               settings=context_settings.within(model.context_window),
+                               recent_newest_first=row["recent"], vector=vector)
     # A real model answers, extraction is on here and the user has not turned it off.
     extract = model.provider != OFFLINE and settings.extraction_enabled(config) and row["memory_extraction"]
     return Turn(user_id, chat_id, content, model, context, monthly_quota, vector, extract)

@@ -8,7 +8,6 @@ import psycopg
 from memlayer.memory.embeddings import Vector
 from memlayer.memory.recall import recall
 from memlayer.providers.token_count import MESSAGE_OVERHEAD_TOKENS, estimate_tokens, message_tokens
-from memlayer.storage.db import sql
 
 MEMORY_HEADER = (
     "Memory: things this user said in earlier conversations or asked you to remember, "
@@ -45,13 +44,14 @@ class ContextSettings:
 
 def assemble_context(
     conn: psycopg.Connection, *, user_id: UUID, chat_id: UUID, content: str, settings: ContextSettings,
-    vector: Vector | None = None,
+    recent_newest_first: list[dict], vector: Vector | None = None,
 ) -> list[dict]:
     """Everything the responder gets for a new message, as OpenAI-style [{role, content}].
 
-    Runs only reads, on the caller's connection and transaction; a chat that is not the user's gives an empty window.
+    `recent_newest_first` is the chat's latest messages ({seq, role, content}, at most settings.recent_limit),
+    read by the caller with the chat itself. Runs only reads (recall), on the caller's connection.
     """
-    recent = sql.messages.recent_messages(conn, user_id=user_id, chat_id=chat_id, limit=settings.recent_limit)
+    recent = recent_newest_first
     recalled = []
     if settings.recall_k > 0:
         # The window's messages are not recalled as memories. The window is the chat's latest rows, so its
