@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench bench-cpu bench-memory bench-slow-model bench-slow-clients bench-extraction bench-logins bench-export bench-recall bench-vectors clean
+.PHONY: run test bench bench-cpu bench-instructions bench-memory bench-slow-model bench-slow-clients bench-extraction bench-logins bench-export bench-recall bench-vectors clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("MemLayer needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -43,6 +43,10 @@ bench: $(VENV)/.installed-bench
 # Worker CPU per send and per page of this checkout beside earlier commits (git worktrees), in one run.
 bench-cpu: $(VENV)/.installed-bench
 	$(BIN)/python bench/cpu.py $(BENCH_ARGS)
+
+# Instructions per send and per page, counted by valgrind (Debian's valgrind), for checkouts given by --tree.
+bench-instructions: $(VENV)/.installed-bench
+	$(BIN)/python bench/instructions.py $(BENCH_ARGS)
 
 bench-memory: $(VENV)/.installed
 	$(BIN)/python bench/memory.py $(BENCH_ARGS)

@@ -147,17 +147,17 @@ def run_threads_for(seconds: float, target, argument_lists: list[tuple]) -> floa
     return time.monotonic() - started
 
 
-def ensure_wrk() -> str:
-    """Path of wrk, installed from Debian's packages when missing."""
-    found = shutil.which("wrk")
+def ensure_program(name: str) -> str:
+    """Path of a program (wrk, valgrind), installed from Debian's package of that name when missing."""
+    found = shutil.which(name)
     if found:
         return found
-    print("installing wrk from Debian's packages", flush=True)
+    print(f"installing {name} from Debian's packages", flush=True)
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", name]):
         subprocess.run(sudo + command, check=True, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("wrk could not be installed")
+    return shutil.which(name) or sys.exit(f"{name} could not be installed")
 
 
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "requests.lua"
@@ -171,7 +171,7 @@ def wrk(port: int, targets: list[tuple[str, str, str | None, str | None]], *, se
             listing.write("\t".join((method, path, token or "-", body or "-")) + "\n")
     try:
         done = subprocess.run(
-            [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+            [ensure_program("wrk"), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
              "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}", "--", listing.name, str(threads)],
             capture_output=True, text=True, check=True,
         )
