@@ -21,6 +21,28 @@ def test_a_token_seen_again_is_not_decoded_again(app, client, monkeypatch):
     assert decodes == []
 
 
+def test_a_token_seen_again_has_its_header_read_once(app, client, monkeypatch):
+    headers = bearer(register(client)["access_token"])
+    assert client.get("/chats", headers=headers).status_code == 200
+    reads = []
+    real_load = pyjwt.api_jws.PyJWS._load
+    monkeypatch.setattr(pyjwt.api_jws.PyJWS, "_load", lambda *args: reads.append(1) or real_load(*args))
+
+    for _ in range(3):
+        assert client.get("/chats", headers=headers).status_code == 200
+
+    assert reads == []
+
+
+def test_a_forged_or_malformed_token_is_refused_with_a_cached_header_beside_it(client):
+    token = register(client)["access_token"]
+    assert client.get("/chats", headers=bearer(token)).status_code == 200
+    head, payload, signature = token.split(".")
+    for forged in (f"{head}.{payload}.{signature[:-2]}AA", f"{head}.{payload}", "not-a-token", f"{head}.e30.{signature}"):
+        response = client.get("/chats", headers=bearer(forged))
+        assert (response.status_code, response.get_json()) == (401, {"detail": "Invalid token"}), forged
+
+
 def test_a_kept_token_still_expires(app_factory):
     app = app_factory(JWT_ACCESS_TOKEN_EXPIRES=timedelta(seconds=2))
     client = app.test_client()
