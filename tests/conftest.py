@@ -16,7 +16,7 @@ from fake_provider import FakeProvider
 from memlayer.app import create_app
 from memlayer.assistant.catalog import seed_models
 from memlayer.assistant.responders import OFFLINE, OPENAI, RESPONDERS_KEY, TextResponder
-from memlayer.storage.db import get_pool, sql
+from memlayer.storage.db import get_pool, native, sql
 from memlayer.storage.embedded import embedded_server
 from memlayer.storage.migrate import apply_migrations
 
@@ -160,6 +160,7 @@ def statements(monkeypatch):
     for resource, queries in vars(sql).items():
         for name in queries.available_queries:
             names.setdefault(getattr(queries, name).sql, f"{resource}.{name}")
+            names.setdefault(native(getattr(queries, name)).sql, f"{resource}.{name}")  # run by a RawCursor
     real_execute, real_transaction = psycopg.Cursor.execute, psycopg.Connection.transaction
 
     def execute(self, query, *args, **kwargs):

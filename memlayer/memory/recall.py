@@ -6,7 +6,7 @@ from uuid import UUID
 import psycopg
 
 from memlayer.memory.embeddings import Vector
-from memlayer.storage.db import sql
+from memlayer.storage.db import native, sql
 from memlayer.web.metrics import RECALL_SECONDS
 
 
@@ -29,7 +29,7 @@ def recall(
               "window_start_seq": window_start_seq, "limit": limit,
               "model": vector.model if vector else None, "embedding": vector.literal if vector else None}
     started = time.perf_counter()
-    rows = conn.execute(sql.memories.recall.sql, params, prepare=False if vector else None).fetchall()
+    rows = native(sql.memories.recall).fetch_all(conn, params, prepare=False if vector else None)
     RECALL_SECONDS.labels("vector" if vector else "lexical").observe(time.perf_counter() - started)
     return rows
 
