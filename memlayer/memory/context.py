@@ -51,15 +51,15 @@ def assemble_context(
     `recent_newest_first` is the chat's latest messages ({seq, role, content}, at most settings.recent_limit),
     read by the caller with the chat itself. Runs only reads (recall), on the caller's connection.
     """
-    recent = recent_newest_first
     recalled = []
     if settings.recall_k > 0:
         # The window's messages are not recalled as memories. The window is the chat's latest rows, so its
         # first seq marks them as well as their 50 ids would, without sending (and matching) a uuid array.
         recalled = recall(conn, user_id=user_id, text=content, limit=settings.recall_k,
-                          window_chat_id=chat_id if recent else None,
-                          window_start_seq=recent[-1]["seq"] if recent else None, vector=vector)
-    return compose(settings, recalled=recalled, recent_newest_first=recent, content=content)
+                          window_chat_id=chat_id if recent_newest_first else None,
+                          window_start_seq=recent_newest_first[-1]["seq"] if recent_newest_first else None,
+                          vector=vector)
+    return compose(settings, recalled=recalled, recent_newest_first=recent_newest_first, content=content)
 
 
 def compose(settings: ContextSettings, *, recalled: list[dict], recent_newest_first: list[dict], content: str) -> list[dict]:

@@ -2,9 +2,10 @@
 
 Writes run in one explicit transaction (`with pool.connection() as conn, conn.transaction():`), except a
 write that is one statement, which is a transaction by itself (a send's store, assistant/conversation.py's
-store_transaction). Code that only reads runs its statements in autocommit on the borrowed connection: at READ COMMITTED, PostgreSQL's
-default and MemLayer's, each statement takes its own snapshot inside a transaction too, so BEGIN and COMMIT
-around reads add two round trips and nothing else (about 11% of a page's worker CPU, bench/cpu.py).
+store_transaction). Code that only reads runs its statements in autocommit on the borrowed connection: at
+READ COMMITTED, PostgreSQL's default and MemLayer's, each statement takes its own snapshot inside a
+transaction too, so BEGIN and COMMIT around reads add two round trips and nothing else (about 11% of a
+page's worker CPU, bench/cpu.py).
 """
 
 import atexit
