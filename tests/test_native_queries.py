@@ -25,8 +25,12 @@ def test_a_native_query_answers_what_the_named_one_does(db):
 def test_a_send_runs_recall_in_its_native_form(client, user, chat, monkeypatch):
     ran = []
     real_execute = psycopg.RawCursor.execute
-    monkeypatch.setattr(psycopg.RawCursor, "execute",
-                        lambda self, query, *args, **kwargs: ran.append(query) or real_execute(self, query, *args, **kwargs))
+
+    def execute(self, query, *args, **kwargs):
+        ran.append(query)
+        return real_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.RawCursor, "execute", execute)
 
     send(client, user, chat["id"], "what about lisbon")
 
