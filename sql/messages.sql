@@ -1,17 +1,17 @@
 -- name: store_exchange(user_id, chat_id, content, reply, model, prompt_tokens, completion_tokens, cost, period, quota, extract)^
--- One send's writes in one statement: mark the live chat active (the UPDATE row-locks it, so sends to
--- one chat serialize and each pair stays adjacent), charge the reply's tokens to the user's period
--- unless the total had already reached the quota (NULL: no quota; the counter's row lock makes this
--- hold under concurrency), then store the user's message and the reply, in that order, and queue
--- memory extraction for the user's message when :extract. Each step reads the one before, so a missing
--- chat or a refused charge writes nothing; being one statement, it is all-or-nothing even in autocommit.
--- One row: chat_found and charged, the user's message's id, and the stored reply (NULL columns when
--- nothing was stored).
+-- One send's writes in one statement: lock the live chat's row (so sends to one chat serialize and each
+-- pair stays adjacent), charge the reply's tokens to the user's period unless the total had already
+-- reached the quota (NULL: no quota; the counter's row lock makes this hold under concurrency), then
+-- store the user's message and the reply, in that order, queue memory extraction for the user's message
+-- when :extract, and mark the chat active. Each step reads the one before, so a missing chat or a
+-- refused charge writes nothing, not even the chat's updated_at; being one statement, it is
+-- all-or-nothing even in autocommit. One row: chat_found and charged, the user's message's id, and the
+-- stored reply (NULL columns when nothing was stored).
 WITH chat AS (
-    UPDATE chats
-    SET updated_at = now()
+    SELECT id
+    FROM chats
     WHERE id = :chat_id AND user_id = :user_id AND deleted_at IS NULL
-    RETURNING id
+    FOR UPDATE
 ), charge AS (
     INSERT INTO monthly_usage AS u (user_id, period, tokens)
     SELECT :user_id, :period, CAST(:prompt_tokens AS integer) + CAST(:completion_tokens AS integer)
@@ -34,6 +34,10 @@ WITH chat AS (
 ), job AS (
     INSERT INTO memory_jobs (user_id, message_id)
     SELECT :user_id, id FROM pair WHERE role = 'user' AND CAST(:extract AS boolean)
+), touched AS (
+    UPDATE chats
+    SET updated_at = now()
+    WHERE id IN (SELECT chat_id FROM pair)
 )
 SELECT EXISTS (SELECT FROM chat) AS chat_found, EXISTS (SELECT FROM charge) AS charged,
        (SELECT id FROM pair WHERE role = 'user') AS user_message_id,

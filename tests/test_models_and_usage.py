@@ -136,6 +136,7 @@ def test_the_quota_holds_exactly_under_twenty_concurrent_sends(app_factory, prov
     user = new_user(client)
     chats = [new_chat(client, user, f"chat {i}") for i in range(20)]
     provider.gather(20)  # every send has passed the quota check and reached the model before any is stored
+    touched_at = dict(db.execute("SELECT id, updated_at FROM chats").fetchall())
 
     responses = run_together(20, lambda i: app.test_client().post(
         f"/chats/{chats[i]['id']}/messages", json={"content": "hello"}, headers=user["headers"]))
@@ -147,6 +148,10 @@ def test_the_quota_holds_exactly_under_twenty_concurrent_sends(app_factory, prov
     assert int(refused.headers["Retry-After"]) > 0 and "quota" in refused.get_json()["detail"]
     assert count_rows(db, "messages") == 10  # five pairs, nothing of the refused fifteen
     assert db.execute("SELECT tokens FROM monthly_usage").fetchone()[0] == 5 * TOKENS_PER_SEND
+    # A refused send changes nothing, not even its chat's place in the list (updated_at).
+    unchanged = {chat_id for chat_id, at in db.execute("SELECT id, updated_at FROM chats") if touched_at[chat_id] == at}
+    assert len(unchanged) == 15
+    assert not db.execute("SELECT count(*) FROM messages WHERE chat_id = ANY(%s)", [list(unchanged)]).fetchone()[0]
 
     # Now the quota is used up: refused before the model is asked.
     asked = len(provider.requests)
