@@ -128,6 +128,7 @@ def table(labels: list[str], runs: dict, scenarios: list[str]) -> str:
 
 
 def main() -> None:
+    """Serve every tree, load each scenario on each in turn for --rounds rounds, print and save the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", nargs="+", default=[ISSUE_21_BASELINE], help="commits to compare against")
     parser.add_argument("--rounds", type=int, default=3)
